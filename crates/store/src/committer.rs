@@ -41,7 +41,11 @@ impl Committer {
 
     /// Queues `mutations` as one unit; `done` runs on the writer thread once they
     /// are durable (or failed). Units submitted earlier are committed no later.
-    pub fn submit(&self, mutations: Vec<Mutation>, done: impl FnOnce(Result<(), &StoreError>) + Send + 'static) {
+    pub fn submit(
+        &self,
+        mutations: Vec<Mutation>,
+        done: impl FnOnce(Result<(), &StoreError>) + Send + 'static,
+    ) {
         let job = Job {
             mutations,
             done: Box::new(done),
@@ -65,7 +69,10 @@ fn run<S: Store>(mut store: S, rx: mpsc::Receiver<Job>) {
         // After a failure nothing more is committed: acknowledging later writes while
         // earlier ones were lost would break the order callers rely on.
         if failed.is_none() {
-            let batch: Vec<Mutation> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.mutations)).collect();
+            let batch: Vec<Mutation> = jobs
+                .iter_mut()
+                .flat_map(|j| std::mem::take(&mut j.mutations))
+                .collect();
             if let Err(e) = store.commit(&batch) {
                 tracing::error!(error = %e, "commit failed; the hub stops acknowledging writes");
                 failed = Some(e);
@@ -131,7 +138,9 @@ mod tests {
         let results = Arc::new(Mutex::new(Vec::new()));
         for _ in 0..3 {
             let results = results.clone();
-            committer.submit(Vec::new(), move |r| results.lock().unwrap().push(r.is_err()));
+            committer.submit(Vec::new(), move |r| {
+                results.lock().unwrap().push(r.is_err())
+            });
         }
         drop(committer);
         handle.join().unwrap();

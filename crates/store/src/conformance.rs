@@ -2,6 +2,10 @@
 //! test calls [`run_all`] with a function that opens the backend on a directory;
 //! the kit reopens it there to check durability across restarts.
 
+// This module is test code compiled into other crates' tests; a failed expectation
+// is the test failing.
+#![allow(clippy::expect_used)]
+
 use crate::{Mutation, Space, Store, StoreError};
 use std::path::Path;
 
@@ -14,7 +18,10 @@ fn put(space: Space, key: &str, value: &str) -> Mutation {
 }
 
 fn del(space: Space, key: &str) -> Mutation {
-    Mutation::Delete { space, key: key.into() }
+    Mutation::Delete {
+        space,
+        key: key.into(),
+    }
 }
 
 fn keys(rows: &[(String, Vec<u8>)]) -> Vec<&str> {
@@ -38,15 +45,25 @@ fn fresh<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) -> (tempfile:
 
 fn puts_and_deletes_are_visible<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) {
     let (_dir, mut s) = fresh(open);
-    s.commit(&[put(Space::Devices, "a", "1"), put(Space::Devices, "b", "2")]).expect("commit");
-    s.commit(&[put(Space::Devices, "a", "3"), del(Space::Devices, "b"), del(Space::Devices, "zz")]).expect("commit");
+    s.commit(&[put(Space::Devices, "a", "1"), put(Space::Devices, "b", "2")])
+        .expect("commit");
+    s.commit(&[
+        put(Space::Devices, "a", "3"),
+        del(Space::Devices, "b"),
+        del(Space::Devices, "zz"),
+    ])
+    .expect("commit");
     let rows = s.load(Space::Devices).expect("load");
     assert_eq!(rows, vec![("a".to_string(), b"3".to_vec())]);
 }
 
 fn spaces_are_separate<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) {
     let (_dir, mut s) = fresh(open);
-    s.commit(&[put(Space::Devices, "k", "d"), put(Space::Sessions, "k", "s")]).expect("commit");
+    s.commit(&[
+        put(Space::Devices, "k", "d"),
+        put(Space::Sessions, "k", "s"),
+    ])
+    .expect("commit");
     assert_eq!(s.load(Space::Devices).expect("load")[0].1, b"d");
     assert_eq!(s.load(Space::Sessions).expect("load")[0].1, b"s");
 }
@@ -55,20 +72,32 @@ fn commits_survive_reopen<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreErro
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let mut s = open(dir.path()).expect("open");
-        s.commit(&[put(Space::Devices, "dev:1;a=b$c#d?e%f", "x")]).expect("commit");
+        s.commit(&[put(Space::Devices, "dev:1;a=b$c#d?e%f", "x")])
+            .expect("commit");
     }
     let mut s = open(dir.path()).expect("reopen");
-    assert_eq!(keys(&s.load(Space::Devices).expect("load")), ["dev:1;a=b$c#d?e%f"]);
+    assert_eq!(
+        keys(&s.load(Space::Devices).expect("load")),
+        ["dev:1;a=b$c#d?e%f"]
+    );
 }
 
 fn load_is_in_key_order<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) {
     let (_dir, mut s) = fresh(open);
-    let batch: Vec<Mutation> = ["m", "b", "z", "a", "B"].iter().map(|k| put(Space::Devices, k, "v")).collect();
+    let batch: Vec<Mutation> = ["m", "b", "z", "a", "B"]
+        .iter()
+        .map(|k| put(Space::Devices, k, "v"))
+        .collect();
     s.commit(&batch).expect("commit");
-    assert_eq!(keys(&s.load(Space::Devices).expect("load")), ["B", "a", "b", "m", "z"]);
+    assert_eq!(
+        keys(&s.load(Space::Devices).expect("load")),
+        ["B", "a", "b", "m", "z"]
+    );
 }
 
-fn integrity_check_passes_on_a_healthy_store<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) {
+fn integrity_check_passes_on_a_healthy_store<S: Store>(
+    open: &impl Fn(&Path) -> Result<S, StoreError>,
+) {
     let (_dir, mut s) = fresh(open);
     s.commit(&[put(Space::Devices, "a", "1")]).expect("commit");
     s.check_integrity().expect("integrity");

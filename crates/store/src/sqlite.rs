@@ -46,7 +46,9 @@ impl Store for SqliteStore {
         let sql = format!("SELECT key, value FROM {} ORDER BY key", table(space));
         let mut stmt = self.conn.prepare(&sql).map_err(backend)?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
@@ -56,7 +58,10 @@ impl Store for SqliteStore {
         for m in batch {
             match m {
                 Mutation::Put { space, key, value } => {
-                    let sql = format!("INSERT OR REPLACE INTO {} (key, value) VALUES (?1, ?2)", table(*space));
+                    let sql = format!(
+                        "INSERT OR REPLACE INTO {} (key, value) VALUES (?1, ?2)",
+                        table(*space)
+                    );
                     tx.prepare_cached(&sql)
                         .and_then(|mut s| s.execute(params![key, value]))
                         .map_err(backend)?;
