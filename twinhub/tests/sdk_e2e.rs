@@ -47,14 +47,19 @@ const POLICIES: [(&str, &str); 5] = [
 ];
 
 /// Kills the hub (`$@`) when standard input reaches end-of-file; exits with
-/// the hub's status when the hub exits by itself. The hub gets /dev/null as
+/// the hub's status when the hub exits by itself, stopping the watcher first
+/// so that it can never signal a recycled pid. The hub gets /dev/null as
 /// stdin so that only the watcher reads the pipe.
 const WRAPPER: &str = r#"
 exec 3<&0
 "$@" </dev/null 3<&- &
 hub=$!
-{ read -r _line <&3; kill -9 "$hub" 2>/dev/null; } &
+{ read -r _line <&3; kill -9 "$hub" 2>/dev/null; } </dev/null &
+watcher=$!
 wait "$hub"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
 "#;
 
 #[test]
