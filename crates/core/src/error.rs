@@ -23,6 +23,8 @@ pub enum ErrorCode {
     BulkRegistryOperationFailure,
     /// Bad, expired or insufficient credentials.
     IotHubUnauthorizedAccess,
+    /// The hub has no such resource (unknown path).
+    IotHubNotFound,
     /// The device does not exist.
     DeviceNotFound,
     /// The module does not exist.
@@ -57,6 +59,7 @@ impl ErrorCode {
             Self::DeviceDefinedMultipleTimes => 400_011,
             Self::BulkRegistryOperationFailure => 400_013,
             Self::IotHubUnauthorizedAccess => 401_002,
+            Self::IotHubNotFound => 404_000,
             Self::DeviceNotFound => 404_001,
             Self::ModuleNotFound => 404_010,
             Self::DeviceNotOnline => 404_103,
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::DeviceDefinedMultipleTimes => "DeviceDefinedMultipleTimes",
             Self::BulkRegistryOperationFailure => "BulkRegistryOperationFailure",
             Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
+            Self::IotHubNotFound => "IotHubNotFound",
             Self::DeviceNotFound => "DeviceNotFound",
             Self::ModuleNotFound => "ModuleNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",

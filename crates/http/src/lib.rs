@@ -1,0 +1,46 @@
+//! The HTTPS adapter: IoT Hub's service REST API (spec §5) over the service layer.
+//!
+//! # Layout
+//! - [`router`] (this file): the routes, built without a socket so tests drive it
+//!   with `tower::ServiceExt::oneshot`.
+//! - [`error`]: [`ApiError`], the one place where domain errors become HTTP
+//!   responses (IoT Hub's `{"Message":"ErrorCode:..."}` body and `iothub-errorcode`).
+//! - [`request`]: extracting what handlers need — JSON bodies, decoded ids,
+//!   `If-Match`, authorization — with IoT Hub's errors on bad input.
+//! - [`devices`], [`twins`], [`statistics`]: the handlers.
+//! - [`server`]: the TLS accept loop (HTTP/1.1 with upgrades, header timeouts).
+
+pub mod devices;
+pub mod error;
+pub mod request;
+pub mod server;
+pub mod statistics;
+pub mod twins;
+
+pub use error::ApiError;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use twinhub_service::Hub;
+
+/// The REST API's routes. Callers add their own (e.g. the MQTT WebSocket
+/// endpoint) with `merge` before serving.
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/devices", get(devices::list).post(devices::bulk))
+        .route("/devices/", get(devices::list))
+        .route("/devices/query", post(twins::query))
+        .route(
+            "/devices/{id}",
+            put(devices::put).get(devices::get).delete(devices::delete),
+        )
+        .route(
+            "/twins/{id}",
+            get(twins::get).patch(twins::patch).put(twins::replace),
+        )
+        .route("/statistics/devices", get(statistics::devices))
+        .route("/statistics/service", get(statistics::service))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(hub)
+}

@@ -1,0 +1,88 @@
+//! What handlers extract from requests, with IoT Hub's errors on bad input.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+use twinhub_core::etag::IfMatch;
+use twinhub_core::policy::Permission;
+use twinhub_core::{ErrorCode, HubError};
+use twinhub_service::Hub;
+
+use crate::ApiError;
+
+/// The content type of every JSON response.
+pub const JSON: &str = "application/json; charset=utf-8";
+
+/// Serialises a JSON body (infallible for `Value`).
+pub fn json_body(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// A `200` (or other status) JSON response with the content type the Node SDK
+/// requires before it parses a body.
+pub fn json_response(status: axum::http::StatusCode, value: &Value) -> Response {
+    let mut response = (status, json_body(value)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// Like [`json_response`] with an `ETag: "<etag>"` header taken from the body.
+pub fn json_with_etag(value: &Value) -> Response {
+    let mut response = json_response(axum::http::StatusCode::OK, value);
+    if let Some(etag) = value.get("etag").and_then(Value::as_str) {
+        if let Ok(h) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+            response.headers_mut().insert(header::ETAG, h);
+        }
+    }
+    response
+}
+
+/// Parses a request body as JSON; IoT Hub answers unparsable bodies with
+/// `IotHubFormatError`.
+pub fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            HubError::new(ErrorCode::IotHubFormatError, "The request body is empty.").into(),
+        );
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        HubError::new(
+            ErrorCode::IotHubFormatError,
+            format!("The request body is not valid JSON: {e}."),
+        )
+        .into()
+    })
+}
+
+/// The id path segment, percent-decoded exactly once (by the router).
+pub fn id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| HubError::invalid(format!("Invalid path: {e}")).into())
+}
+
+/// The `If-Match` header.
+pub fn if_match(headers: &HeaderMap) -> IfMatch {
+    IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
+}
+
+/// Checks the `Authorization` header against the request path's scope and the
+/// permissions the operation needs (any one of `needs`).
+pub fn authorize(
+    hub: &Hub,
+    headers: &HeaderMap,
+    uri: &Uri,
+    needs: &[Permission],
+) -> Result<(), ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let path = percent_decode_str(uri.path()).decode_utf8_lossy();
+    hub.authorize_service(authorization, &path, needs, twinhub_service::clock::now())
+        .map_err(ApiError)
+}

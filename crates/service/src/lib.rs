@@ -1,0 +1,26 @@
+//! Twinhub's use cases, independent of any wire protocol.
+//!
+//! [`Hub`] is a cheap-to-clone handle around the hub's shared state. Adapters (HTTP,
+//! MQTT, CLI) call it with already-decoded requests and translate its
+//! [`HubError`](twinhub_core::HubError)s into their wire shapes.
+//!
+//! # Layout
+//! - [`state`]: the working state — device records sharded by id, each shard with one
+//!   lock that orders its devices' writes — and the write path: apply a pure core
+//!   operation, queue the new record for group commit, wait until it is durable,
+//!   then publish its events.
+//! - [`registry`]: the identity registry (create, update, delete, list, bulk, statistics).
+//! - [`twins`]: twin reads and writes, for the service side and for devices.
+//! - [`auth`]: SAS-token authorization of service requests and device connections.
+//! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
+//! - [`clock`]: the wall clock, read only here.
+
+pub mod auth;
+pub mod clock;
+pub mod events;
+pub mod registry;
+pub mod state;
+pub mod twins;
+
+pub use events::{DeviceEvent, DeviceWatch};
+pub use state::{Hub, HubConfig};

@@ -1,0 +1,263 @@
+//! The hub's working state and its write path.
+//!
+//! Devices are sharded by id. Each shard is a `BTreeMap` behind a std mutex: the
+//! mutex orders the writes of the devices in it and is never held across an
+//! `.await` (it only covers the pure core operation and queueing the result for
+//! commit, a few microseconds). Ordered maps give queries a stable key order to page
+//! in without sorting.
+//!
+//! A write is acknowledged only after the [`Committer`] reports it durable; its
+//! events are published from the committer thread at the same moment, in commit
+//! order. The in-memory state is updated before the commit, so a read can see a
+//! write a little before it is acknowledged, never after a failure is reported for
+//! it: after a storage failure the hub refuses every further write (fail-stop).
+
+use crate::events::{DeviceEvent, Watchers};
+use serde::{Deserialize, Serialize};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+use twinhub_core::identity::{ConnectionState, DeviceIdentity};
+use twinhub_core::policy::Policy;
+use twinhub_core::twin::Twin;
+use twinhub_core::{ErrorCode, HubError, Limits};
+use twinhub_store::{Committer, Mutation, Space, Store, StoreError};
+
+/// Number of shards. A power of two well above the core count keeps lock
+/// contention negligible without making whole-hub scans expensive.
+const SHARDS: usize = 64;
+
+/// What the hub needs to know at start.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The hub's host names; the first is the one put in connection strings.
+    /// SAS tokens must be scoped to one of them.
+    pub host_names: Vec<String>,
+    /// Twin limits.
+    pub limits: Limits,
+    /// Shared access policies.
+    pub policies: Vec<Policy>,
+}
+
+impl HubConfig {
+    /// The host name used in connection strings.
+    pub fn primary_host(&self) -> &str {
+        self.host_names.first().map_or("localhost", String::as_str)
+    }
+}
+
+/// A device's identity and twin: the unit of storage and of locking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The registry entry.
+    pub identity: DeviceIdentity,
+    /// The twin.
+    pub twin: Twin,
+}
+
+#[derive(Default)]
+pub(crate) struct Shard {
+    pub(crate) devices: BTreeMap<String, DeviceRecord>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HubConfig,
+    shards: Vec<Mutex<Shard>>,
+    committer: Committer,
+    pub(crate) watchers: Watchers,
+    failed: AtomicBool,
+}
+
+/// The hub: a cheap-to-clone handle to its shared state.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a write does to the stored record.
+pub(crate) enum Change {
+    /// Nothing to store (a no-op write, or in-memory-only state).
+    None,
+    /// Store the record as it now is.
+    Upsert,
+    /// Remove the record.
+    Delete,
+}
+
+/// The result of a write closure: the value for the caller, what to store, and
+/// the events to publish once it is durable.
+pub(crate) struct Effect<T> {
+    pub(crate) value: T,
+    pub(crate) change: Change,
+    pub(crate) events: Vec<DeviceEvent>,
+}
+
+impl<T> Effect<T> {
+    pub(crate) fn upsert(value: T, events: Vec<DeviceEvent>) -> Self {
+        Self {
+            value,
+            change: Change::Upsert,
+            events,
+        }
+    }
+}
+
+impl Hub {
+    /// Loads every device from `store` and starts the group committer. The returned
+    /// handle finishes once every clone of the hub is dropped and all writes are
+    /// committed; join it on shutdown.
+    pub fn open<S: Store>(
+        config: HubConfig,
+        mut store: S,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let rows = store.load(Space::Devices)?;
+        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
+        for (key, bytes) in rows {
+            let mut record: DeviceRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
+            // Nobody is connected to a hub that just started.
+            record.identity.connection_state = ConnectionState::Disconnected;
+            shards[shard_index(&key)].devices.insert(key, record);
+        }
+        let (committer, handle) = Committer::start(store)?;
+        let inner = Inner {
+            config,
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            committer,
+            watchers: Watchers::default(),
+            failed: AtomicBool::new(false),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            handle,
+        ))
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn shard(&self, device_id: &str) -> MutexGuard<'_, Shard> {
+        lock(&self.inner.shards[shard_index(device_id)])
+    }
+
+    /// Every shard, for whole-hub reads. Each guard is taken and released by the
+    /// caller in turn; never hold two at once.
+    pub(crate) fn shards(&self) -> &[Mutex<Shard>] {
+        &self.inner.shards
+    }
+
+    /// Reads a device's record.
+    pub(crate) fn read<T>(
+        &self,
+        device_id: &str,
+        f: impl FnOnce(&DeviceRecord) -> T,
+    ) -> Result<T, HubError> {
+        let shard = self.shard(device_id);
+        shard
+            .devices
+            .get(device_id)
+            .map(f)
+            .ok_or_else(|| HubError::device_not_found(device_id))
+    }
+
+    /// Changes in-memory-only state of a device (presence); nothing is stored.
+    pub(crate) fn touch(&self, device_id: &str, f: impl FnOnce(&mut DeviceRecord)) {
+        if let Some(record) = self.shard(device_id).devices.get_mut(device_id) {
+            f(record);
+        }
+    }
+
+    /// The write path. `f` sees the device's slot (`None` if absent) and may change
+    /// it; core operations are all-or-nothing, so an `Err` leaves it as it was. The
+    /// new record is queued for commit under the shard lock, which orders the
+    /// device's writes; the future resolves once the write is durable.
+    pub(crate) async fn write<T>(
+        &self,
+        device_id: &str,
+        f: impl FnOnce(&mut Option<DeviceRecord>) -> Result<Effect<T>, HubError>,
+    ) -> Result<T, HubError> {
+        let (ack, value) = {
+            if self.inner.failed.load(Ordering::Acquire) {
+                return Err(storage_failed());
+            }
+            let mut shard = self.shard(device_id);
+            let mut slot = shard.devices.remove(device_id);
+            let result = f(&mut slot);
+            let after = slot.as_ref().map(serde_json::to_vec);
+            if let Some(record) = slot {
+                shard.devices.insert(device_id.to_owned(), record);
+            }
+            let effect = result?;
+            let mutation = match (effect.change, after) {
+                (Change::None, _) => return Ok(effect.value),
+                (Change::Upsert, Some(Ok(bytes))) => Mutation::Put {
+                    space: Space::Devices,
+                    key: device_id.to_owned(),
+                    value: bytes,
+                },
+                (Change::Upsert, Some(Err(e))) => {
+                    return Err(HubError::new(
+                        ErrorCode::ServerError,
+                        format!("cannot encode the device record: {e}"),
+                    ))
+                }
+                (Change::Delete, _) | (Change::Upsert, None) => Mutation::Delete {
+                    space: Space::Devices,
+                    key: device_id.to_owned(),
+                },
+            };
+            let (tx, rx) = oneshot::channel();
+            let inner = Arc::clone(&self.inner);
+            let id = device_id.to_owned();
+            let events = effect.events;
+            self.inner.committer.submit(vec![mutation], move |result| {
+                let outcome = match result {
+                    Ok(()) => {
+                        inner.watchers.publish(&id, events);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        inner.failed.store(true, Ordering::Release);
+                        tracing::error!(error = %e, device = %id, "write not durable");
+                        Err(storage_failed())
+                    }
+                };
+                let _ = tx.send(outcome);
+            });
+            (rx, effect.value)
+        };
+        match ack.await {
+            Ok(Ok(())) => Ok(value),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(storage_failed()),
+        }
+    }
+}
+
+fn storage_failed() -> HubError {
+    HubError::new(
+        ErrorCode::ServiceUnavailable,
+        "The hub's storage failed; it no longer accepts writes. Restart it after fixing the storage.",
+    )
+}
+
+/// Locks a shard. A poisoned lock means a panic while holding it; the data in it
+/// is still consistent because every change is applied whole or not at all.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shard_index(device_id: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    device_id.hash(&mut h);
+    // SHARDS is a power of two; the remainder always fits.
+    usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0)
+}

@@ -1,0 +1,375 @@
+//! Client commands, mirroring `az iot hub`. They talk to a hub over its REST API
+//! (never to its files behind its back): the local hub's owner key, CA and port are
+//! read from its data directory; `--login` names any other hub.
+
+use crate::config::DataDir;
+use crate::Global;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use twinhub_core::connection_string;
+use twinhub_sdk::ServiceClient;
+
+/// `connection-string` verbs.
+#[derive(Subcommand)]
+pub(crate) enum ConnectionStringCommand {
+    /// Print a service connection string of the local hub.
+    Show {
+        /// The shared access policy.
+        #[arg(long, default_value = "iothubowner")]
+        policy_name: String,
+        /// Use the secondary key.
+        #[arg(long)]
+        key_type: Option<KeyType>,
+    },
+}
+
+/// Which of two keys.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum KeyType {
+    /// The primary key.
+    Primary,
+    /// The secondary key.
+    Secondary,
+}
+
+/// `device-identity` verbs.
+#[derive(Subcommand)]
+pub(crate) enum DeviceIdentityCommand {
+    /// Register a device (keys are generated).
+    Create {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        #[arg(long)]
+        status: Option<Status>,
+    },
+    /// Show a device.
+    Show {
+        #[arg(long, short = 'd')]
+        device_id: String,
+    },
+    /// List devices.
+    List {
+        #[arg(long)]
+        top: Option<usize>,
+    },
+    /// Update a device.
+    Update {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        #[arg(long)]
+        status: Option<Status>,
+        #[arg(long)]
+        status_reason: Option<String>,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// Delete a device.
+    Delete {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// Device connection strings.
+    #[command(name = "connection-string")]
+    ConnectionString {
+        #[command(subcommand)]
+        command: DeviceConnectionStringCommand,
+    },
+}
+
+/// `device-identity connection-string` verbs.
+#[derive(Subcommand)]
+pub(crate) enum DeviceConnectionStringCommand {
+    /// Print a device's connection string.
+    Show {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        #[arg(long)]
+        key_type: Option<KeyType>,
+    },
+}
+
+/// Device status.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Status {
+    /// May connect.
+    Enabled,
+    /// Refused.
+    Disabled,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// `device-twin` verbs.
+#[derive(Subcommand)]
+pub(crate) enum DeviceTwinCommand {
+    /// Show a twin.
+    Show {
+        #[arg(long, short = 'd')]
+        device_id: String,
+    },
+    /// Merge tags and desired properties into a twin.
+    Update {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        /// Desired properties to merge, as JSON (`null` deletes).
+        #[arg(long)]
+        desired: Option<String>,
+        /// Tags to merge, as JSON.
+        #[arg(long)]
+        tags: Option<String>,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// Replace a twin's tags and desired properties.
+    Replace {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        /// A whole twin body (`{"tags":..,"properties":{"desired":..}}`).
+        #[arg(long)]
+        json: Option<String>,
+        #[arg(long)]
+        desired: Option<String>,
+        #[arg(long)]
+        tags: Option<String>,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+}
+
+/// `query` options.
+#[derive(Args)]
+pub(crate) struct QueryArgs {
+    /// The query, e.g. "SELECT * FROM devices WHERE tags.location = 'US'".
+    #[arg(long = "query-command", short = 'q')]
+    query: String,
+    /// At most this many rows.
+    #[arg(long)]
+    top: Option<usize>,
+}
+
+fn print(value: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn parse_json_arg(flag: &str, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("--{flag} is not valid JSON: {e}"))
+}
+
+/// The service client for the hub the global options name.
+fn client(global: &Global) -> Result<ServiceClient, String> {
+    let ca_from = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    if let Some(login) = &global.login {
+        let ca = global.ca.as_deref().map(ca_from).transpose()?;
+        return ServiceClient::from_connection_string(login, ca.as_deref(), global.port)
+            .map_err(|e| e.to_string());
+    }
+    let data = DataDir::new(&global.data_dir);
+    let hub = data.read_hub_file()?;
+    let cs = owner_connection_string(&hub, "iothubowner", KeyType::Primary)?;
+    let ca = match &global.ca {
+        Some(p) => ca_from(p)?,
+        None => ca_from(&data.ca_pem())?,
+    };
+    ServiceClient::from_connection_string(
+        &cs,
+        Some(&ca),
+        Some(global.port.unwrap_or(hub.https_port)),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn owner_connection_string(
+    hub: &crate::config::HubFile,
+    policy: &str,
+    key: KeyType,
+) -> Result<String, String> {
+    let p = hub
+        .policies
+        .iter()
+        .find(|p| p.name == policy)
+        .ok_or_else(|| format!("the hub has no shared access policy '{policy}'"))?;
+    let host = hub.host_names.first().map_or("localhost", String::as_str);
+    let key = match key {
+        KeyType::Primary => &p.primary_key,
+        KeyType::Secondary => &p.secondary_key,
+    };
+    Ok(connection_string::service(host, &p.name, key))
+}
+
+/// `twinhub connection-string show`.
+pub(crate) async fn connection_string(
+    global: &Global,
+    command: ConnectionStringCommand,
+) -> Result<(), String> {
+    let ConnectionStringCommand::Show {
+        policy_name,
+        key_type,
+    } = command;
+    let hub = DataDir::new(&global.data_dir).read_hub_file()?;
+    println!(
+        "{}",
+        owner_connection_string(&hub, &policy_name, key_type.unwrap_or(KeyType::Primary))?
+    );
+    Ok(())
+}
+
+/// `twinhub device-identity ...`.
+pub(crate) async fn device_identity(
+    global: &Global,
+    command: DeviceIdentityCommand,
+) -> Result<(), String> {
+    let client = client(global)?;
+    let err = |e: twinhub_sdk::SdkError| e.to_string();
+    match command {
+        DeviceIdentityCommand::Create { device_id, status } => {
+            let mut body = json!({"deviceId": device_id, "authentication": {"type": "sas", "symmetricKey": {"primaryKey": null, "secondaryKey": null}}});
+            if let Some(s) = status {
+                body["status"] = json!(s.as_str());
+            }
+            print(&client.create_device(&device_id, &body).await.map_err(err)?)
+        }
+        DeviceIdentityCommand::Show { device_id } => {
+            print(&client.get_device(&device_id).await.map_err(err)?)
+        }
+        DeviceIdentityCommand::List { top } => print(&client.list_devices(top).await.map_err(err)?),
+        DeviceIdentityCommand::Update {
+            device_id,
+            status,
+            status_reason,
+            etag,
+        } => {
+            let mut body = json!({"deviceId": device_id});
+            if let Some(s) = status {
+                body["status"] = json!(s.as_str());
+            }
+            if let Some(r) = status_reason {
+                body["statusReason"] = json!(r);
+            }
+            print(
+                &client
+                    .update_device(&device_id, &body, etag.as_deref())
+                    .await
+                    .map_err(err)?,
+            )
+        }
+        DeviceIdentityCommand::Delete { device_id, etag } => client
+            .delete_device(&device_id, etag.as_deref())
+            .await
+            .map_err(err),
+        DeviceIdentityCommand::ConnectionString {
+            command:
+                DeviceConnectionStringCommand::Show {
+                    device_id,
+                    key_type,
+                },
+        } => {
+            let device = client.get_device(&device_id).await.map_err(err)?;
+            let which = match key_type.unwrap_or(KeyType::Primary) {
+                KeyType::Primary => "primaryKey",
+                KeyType::Secondary => "secondaryKey",
+            };
+            let key = device["authentication"]["symmetricKey"][which]
+                .as_str()
+                .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))?;
+            let host = client_host(global)?;
+            println!("{}", connection_string::device(&host, &device_id, key));
+            Ok(())
+        }
+    }
+}
+
+/// The host name connection strings should carry.
+fn client_host(global: &Global) -> Result<String, String> {
+    if let Some(login) = &global.login {
+        let cs = connection_string::ConnectionString::parse(login).map_err(|e| e.message)?;
+        return cs
+            .require("HostName")
+            .map(str::to_owned)
+            .map_err(|e| e.message);
+    }
+    let hub = DataDir::new(&global.data_dir).read_hub_file()?;
+    Ok(hub
+        .host_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".into()))
+}
+
+/// `twinhub device-twin ...`.
+pub(crate) async fn device_twin(global: &Global, command: DeviceTwinCommand) -> Result<(), String> {
+    let client = client(global)?;
+    let err = |e: twinhub_sdk::SdkError| e.to_string();
+    let body = |desired: Option<String>, tags: Option<String>| -> Result<Value, String> {
+        let mut body = json!({});
+        if let Some(d) = desired {
+            body["properties"] = json!({"desired": parse_json_arg("desired", &d)?});
+        }
+        if let Some(t) = tags {
+            body["tags"] = parse_json_arg("tags", &t)?;
+        }
+        Ok(body)
+    };
+    match command {
+        DeviceTwinCommand::Show { device_id } => {
+            print(&client.get_twin(&device_id).await.map_err(err)?)
+        }
+        DeviceTwinCommand::Update {
+            device_id,
+            desired,
+            tags,
+            etag,
+        } => {
+            if desired.is_none() && tags.is_none() {
+                return Err("give --desired and/or --tags".into());
+            }
+            let patch = body(desired, tags)?;
+            print(
+                &client
+                    .update_twin(&device_id, &patch, etag.as_deref())
+                    .await
+                    .map_err(err)?,
+            )
+        }
+        DeviceTwinCommand::Replace {
+            device_id,
+            json,
+            desired,
+            tags,
+            etag,
+        } => {
+            let twin = match json {
+                Some(j) => parse_json_arg("json", &j)?,
+                None => body(desired, tags)?,
+            };
+            print(
+                &client
+                    .replace_twin(&device_id, &twin, etag.as_deref())
+                    .await
+                    .map_err(err)?,
+            )
+        }
+    }
+}
+
+/// `twinhub query`.
+pub(crate) async fn query(global: &Global, args: QueryArgs) -> Result<(), String> {
+    let client = client(global)?;
+    let rows = client
+        .query_all(&args.query, args.top)
+        .await
+        .map_err(|e| e.to_string())?;
+    print(&Value::Array(rows))
+}
