@@ -1,6 +1,8 @@
 //! The REST API in-process: requests through the router with `oneshot`, asserting
 //! status codes, IoT Hub's error shape and that failed writes change nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;

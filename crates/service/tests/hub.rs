@@ -1,6 +1,8 @@
 //! The service layer against a real SQLite store: durability across reopen,
 //! event fan-out order, device authentication.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::json;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::policy::{default_policies, Policy};
@@ -97,14 +99,9 @@ async fn desired_events_arrive_in_version_order() {
         .unwrap();
     hub.delete_device("d", &IfMatch::Any).await.unwrap();
     let mut versions = Vec::new();
-    loop {
-        match watch.recv().await.unwrap() {
-            DeviceEvent::Desired { version, payload } => {
-                assert_eq!(payload["$version"], version);
-                versions.push(version);
-            }
-            DeviceEvent::Kick => break,
-        }
+    while let DeviceEvent::Desired { version, payload } = watch.recv().await.unwrap() {
+        assert_eq!(payload["$version"], version);
+        versions.push(version);
     }
     assert_eq!(versions, (2..52).collect::<Vec<_>>());
 }
