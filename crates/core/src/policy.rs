@@ -19,6 +19,7 @@ pub enum Permission {
 
 /// A named shared access policy with two keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// The policy name (`skn` in tokens, `SharedAccessKeyName` in connection strings).
     pub name: String,
