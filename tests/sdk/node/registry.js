@@ -94,6 +94,14 @@ main('node/registry.js', async () => {
   assert.equal(reenabled.status, 'enabled', 'status after bulk update');
   assert.deepEqual(reenabled.authentication.symmetricKey, created.authentication.symmetricKey, 'keys unchanged by bulk update');
 
+  step('invalid device ids -> 400 (spec §6.1: <= 128 chars of an allowed set)');
+  for (const bad of [`${prefix}has space`, `${prefix}has/slash`, `${prefix}${'x'.repeat(129)}`, `${prefix}non-ascii-é`]) {
+    await expectHttpError(`create ${JSON.stringify(bad)}`, registry.create({ deviceId: bad }), { status: 400, name: 'ArgumentError' });
+  }
+  const longest = `${prefix}${'y'.repeat(128 - prefix.length)}`;
+  assert.equal((await registry.create({ deviceId: longest })).responseBody.deviceId, longest, 'a 128-character id is accepted');
+  await registry.delete(longest);
+
   await specialCharacterIds(registry, prefix);
   await bulk(registry, prefix);
 

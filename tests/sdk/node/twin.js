@@ -162,6 +162,21 @@ main('node/twin.js', async () => {
   assert.ok(!('telemetryInterval' in md5) && !('nested' in md5), `metadata of replaced-away keys removed: ${JSON.stringify(md5)}`);
   assertMetadata(t5.properties.desired, ['z'], { what: 'desired after replace', desiredVersion: 5 });
 
+  await invalidPatches(registry, id);
+
+  step('PATCH {"properties":{"desired":null}} clears desired (official Node tutorial, spec §5.5)');
+  const before = (await registry.getTwin(id)).responseBody;
+  const cleared = (await registry.updateTwin(id, { properties: { desired: null } }, before.etag)).responseBody;
+  assert.deepEqual(userProps(cleared.properties.desired), {}, 'desired after desired:null');
+  assert.equal(cleared.properties.desired.$version, before.properties.desired.$version + 1, 'desired.$version +1');
+  assert.deepEqual(cleared.tags, before.tags, 'tags untouched by desired:null');
+  assertMetadata(cleared.properties.desired, [], { what: 'desired after desired:null' });
+  assert.deepEqual(
+    Object.keys(cleared.properties.desired.$metadata).filter((k) => !k.startsWith('$')),
+    [],
+    'no metadata for cleared keys',
+  );
+
   step('twin of an unknown device -> 404 DeviceNotFound');
   await expectHttpError('getTwin unknown', registry.getTwin(`${prefix}no-such-device`), {
     status: 404,
@@ -182,3 +197,59 @@ main('node/twin.js', async () => {
     code: 'DeviceNotFound',
   });
 });
+
+function nest(levels, leaf) {
+  let value = leaf;
+  for (let i = levels; i >= 1; i -= 1) value = { [`l${i}`]: value };
+  return value;
+}
+
+// Key and value rules and size limits (spec §7.2): a violating patch is
+// rejected with 400 and leaves the twin untouched; values at the limits pass.
+async function invalidPatches(registry, id) {
+  step('patches that break the key/value rules and size limits -> 400, twin unchanged');
+  const start = (await registry.getTwin(id)).responseBody;
+  const big = (n) => 'x'.repeat(n);
+  const rejected = [
+    ['desired key with "."', { properties: { desired: { 'a.b': 1 } } }, 'ArgumentInvalid'],
+    ['desired key with a space', { properties: { desired: { 'a b': 1 } } }, 'ArgumentInvalid'],
+    ['nested desired key with a control character', { properties: { desired: { ok: { 'x\u0001': 1 } } } }, 'ArgumentInvalid'],
+    ['tag key with "."', { tags: { 'a.b': 1 } }, 'ArgumentInvalid'],
+    ['null inside an array', { properties: { desired: { arr: [1, null] } } }, 'ArgumentInvalid'],
+    ['integer above 2^52 - 1', { properties: { desired: { n: 4503599627370496 } } }, 'ArgumentInvalid'],
+    ['11 nested objects (spec: at most 10 below the section root)', { properties: { desired: nest(12, 'v') } }, 'ArgumentInvalid'],
+    ['a 5000-character string', { properties: { desired: { s: big(5000) } } }, undefined],
+    ['tags over 8 KB', { tags: { t1: big(3000), t2: big(3000), t3: big(3000) } }, undefined],
+    [
+      'desired over 32 KB',
+      { properties: { desired: Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`d${i}`, big(3500)])) } },
+      undefined,
+    ],
+  ];
+  for (const [what, patch, code] of rejected) {
+    await expectHttpError(what, registry.updateTwin(id, patch, '*'), { status: 400, name: 'ArgumentError', code });
+  }
+  const after = (await registry.getTwin(id)).responseBody;
+  assert.equal(after.etag, start.etag, 'rejected patches must not change the etag');
+  assert.equal(after.version, start.version, 'rejected patches must not change the version');
+  assert.deepEqual(after.tags, start.tags, 'rejected patches must not change tags');
+  assert.deepEqual(userProps(after.properties.desired), userProps(start.properties.desired), 'rejected patches must not change desired');
+
+  step('values at the limits are accepted');
+  const atLimits = {
+    properties: {
+      desired: {
+        // The spec's own example: {"one":{...{"ten":{"property":"value"}}}}.
+        ...nest(11, 'v'),
+        maxInt: 4503599627370495,
+        minInt: -4503599627370496,
+        arr: [1, 'two', { three: 3 }, [4]],
+        text: big(1000),
+      },
+    },
+  };
+  const accepted = (await registry.updateTwin(id, atLimits, '*')).responseBody;
+  for (const [key, value] of Object.entries(atLimits.properties.desired)) {
+    assert.deepEqual(accepted.properties.desired[key], value, `desired.${key} stored as sent`);
+  }
+}

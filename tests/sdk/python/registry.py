@@ -7,6 +7,8 @@ Env: IOTHUB_CONNECTION_STRING (iothubowner), TEST_PREFIX,
      REQUESTS_CA_BUNDLE=<data-dir>/ca.pem
 """
 
+import base64
+
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice, SymmetricKey, Twin
 
@@ -116,6 +118,10 @@ def run():
 
     special_character_ids(manager, prefix)
     bulk(manager, prefix)
+    explicit_keys_and_status(manager, prefix)
+
+    step("get_service_statistics: no device is connected")
+    check_eq(manager.get_service_statistics().connected_device_count, 0, "connectedDeviceCount")
 
     step("delete_device with the current etag; get -> 404, twin -> 404")
     manager.delete_device(device_id, enabled.etag)
@@ -151,6 +157,27 @@ def special_character_ids(manager, prefix):
     step(f"delete {device_id!r}")
     manager.delete_device(device_id)
     expect_http_error("get deleted special device", lambda: manager.get_device(device_id), 404, "DeviceNotFound")
+
+
+def explicit_keys_and_status(manager, prefix):
+    """Keys given by the caller are stored as given; a device can be created
+    disabled."""
+    device_id = f"{prefix}explicit"
+    primary = base64.b64encode(bytes(range(32))).decode()
+    secondary = base64.b64encode(bytes(range(32, 64))).decode()
+    step(f"create_device_with_sas({device_id!r}, <keys>, 'disabled')")
+    before = statistics(manager)
+    created = manager.create_device_with_sas(device_id, primary, secondary, "disabled")
+    check_eq(created.status, "disabled", "status of a device created disabled")
+    check_eq(created.authentication.symmetric_key.primary_key, primary, "explicit primaryKey")
+    check_eq(created.authentication.symmetric_key.secondary_key, secondary, "explicit secondaryKey")
+    check_eq(statistics(manager), (before[0] + 1, before[1], before[2] + 1), "statistics after creating a disabled device")
+    step("rotate the keys with update_device_with_sas")
+    updated = manager.update_device_with_sas(device_id, created.etag, secondary, primary, "disabled")
+    check_eq(updated.authentication.symmetric_key.primary_key, secondary, "rotated primaryKey")
+    check_eq(updated.authentication.symmetric_key.secondary_key, primary, "rotated secondaryKey")
+    check_eq(manager.get_device(device_id).authentication.symmetric_key.primary_key, secondary, "rotated key persisted")
+    manager.delete_device(device_id, updated.etag)
 
 
 def export_import_device(device_id, mode):
