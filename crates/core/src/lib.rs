@@ -18,6 +18,7 @@
 //! - [`policy`]: shared access policies and their permissions.
 //! - [`connection_string`]: service and device connection strings.
 //! - [`etag`]: `If-Match` header semantics.
+//! - [`topic`]: IoT Hub's MQTT topics, subscription filters and CONNECT username.
 
 pub mod connection_string;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod json;
 pub mod policy;
 pub mod sas;
 pub mod time;
+pub mod topic;
 pub mod twin;
 
 pub use error::{ErrorCode, HubError};
