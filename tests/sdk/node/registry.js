@@ -218,6 +218,15 @@ async function bulk(registry, prefix) {
   const dev3 = (await registry.get(b3)).responseBody;
   assert.equal(dev3.deviceId, b3, 'the non-duplicate item of a partially failed bulk create is created');
 
+  step('bulk with the same id twice -> 400 DeviceDefinedMultipleTimes, nothing created');
+  const b4 = `${prefix}bulk4`;
+  await expectHttpError('bulk create with a repeated id', registry.addDevices([{ deviceId: b4 }, { deviceId: b4 }]), {
+    status: 400,
+    name: 'ArgumentError',
+    code: 'DeviceDefinedMultipleTimes',
+  });
+  await expectHttpError(`get ${b4}`, registry.get(b4), { status: 404, name: 'DeviceNotFoundError', code: 'DeviceNotFound' });
+
   step(`bulk removeDevices [${b1}, ${b2}, ${b3}] (forceRemove=true)`);
   const removed = await registry.removeDevices([{ deviceId: b1 }, { deviceId: b2 }, { deviceId: b3 }], true);
   assertBulkSuccess(removed.responseBody, 'bulk delete');

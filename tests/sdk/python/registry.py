@@ -108,6 +108,15 @@ def run():
     check_eq(enabled.status, "enabled", "status after etag update")
     check(enabled.etag != disabled.etag, "device etag must change on update")
 
+    step("update_device_with_sas of a missing device -> 404 DeviceNotFound (spec §5.2)")
+    expect_http_error(
+        "update missing device",
+        lambda: manager.update_device_with_sas(f"{prefix}missing", "*", primary, secondary, "enabled"),
+        404,
+        "DeviceNotFound",
+    )
+    expect_http_error("get after the rejected update", lambda: manager.get_device(f"{prefix}missing"), 404, "DeviceNotFound")
+
     step("delete_device with a stale etag -> 412 PreconditionFailed")
     expect_http_error(
         "delete with stale etag",
@@ -211,6 +220,11 @@ def bulk(manager, prefix):
     check_eq(errors[b1].error_code, "DeviceAlreadyExists", "bulk duplicate errorCode")
     check(b3 not in errors, f"no error for {b3}: {result.as_dict()!r}")
     check_eq(manager.get_device(b3).device_id, b3, "the non-duplicate item of a partially failed bulk create is created")
+
+    step("bulk with 101 devices -> 413 TooManyDevices, nothing created")
+    too_many = [export_import_device(f"{prefix}many{i}", "create") for i in range(101)]
+    expect_http_error("bulk of 101", lambda: manager.bulk_create_or_update_devices(too_many), 413, "TooManyDevices")
+    expect_http_error("first of the 101", lambda: manager.get_device(f"{prefix}many0"), 404, "DeviceNotFound")
 
     step(f"bulk delete [{b1}, {b2}, {b3}]")
     result = manager.bulk_create_or_update_devices([export_import_device(d, "delete") for d in (b1, b2, b3)])
