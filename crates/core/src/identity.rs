@@ -53,7 +53,7 @@ impl DeviceStatus {
             "enabled" => Ok(Self::Enabled),
             "disabled" => Ok(Self::Disabled),
             _ => Err(HubError::invalid(format!(
-                "Unknown device status '{s}'; expected 'enabled' or 'disabled'."
+                "Unknown device status '{s}', expected 'enabled' or 'disabled'."
             ))),
         }
     }

@@ -74,7 +74,7 @@ fn validate_key(key: &str, limits: &Limits, path: &str) -> Result<(), HubError> 
     }
     if key.len() > limits.max_key_bytes {
         return Err(HubError::invalid(format!(
-            "Property name in '{path}' is {} bytes long; the limit is {}.",
+            "Property name in '{path}' is {} bytes long, the limit is {}.",
             key.len(),
             limits.max_key_bytes
         )));
@@ -104,13 +104,13 @@ fn validate_value(
 ) -> Result<(), HubError> {
     match value {
         Value::Null if in_array => Err(HubError::invalid(format!(
-            "Property '{path}.{}' holds null inside an array; arrays may not contain null.",
+            "Property '{path}.{}' holds null inside an array, and arrays may not contain null.",
             printable(key)
         ))),
         Value::Null | Value::Bool(_) => Ok(()),
         Value::Number(n) => validate_number(n, path, key),
         Value::String(s) if s.len() > limits.max_string_bytes => Err(HubError::invalid(format!(
-            "Value of '{path}.{}' is {} bytes long; the limit is {}.",
+            "Value of '{path}.{}' is {} bytes long, the limit is {}.",
             printable(key),
             s.len(),
             limits.max_string_bytes
@@ -137,7 +137,7 @@ fn validate_value(
 fn check_depth(depth: usize, limits: &Limits, path: &str, key: &str) -> Result<(), HubError> {
     if depth > limits.max_depth {
         return Err(HubError::invalid(format!(
-            "Property '{path}.{}' is nested {depth} levels deep; the limit is {}.",
+            "Property '{path}.{}' is nested {depth} levels deep, the limit is {}.",
             printable(key),
             limits.max_depth
         )));
@@ -200,7 +200,7 @@ pub fn check_size(obj: &Map<String, Value>, limit: usize, section: &str) -> Resu
     let size = size_of_object(obj);
     if size > limit {
         return Err(HubError::invalid(format!(
-            "The {section} section would be {size} bytes; the limit is {limit}."
+            "The {section} section would be {size} bytes, the limit is {limit}."
         )));
     }
     Ok(())

@@ -82,7 +82,14 @@ pub async fn bulk(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
-    let outcome = hub.bulk(&parse_json(&body)?).await?;
+    let outcome = hub.bulk(&parse_json(&body)?).await.map_err(|e| {
+        let mut members = serde_json::Map::new();
+        members.insert("isSuccessful".into(), Value::Bool(false));
+        let item = serde_json::json!({"deviceId": null, "errorCode": e.code.name(), "errorStatus": e.message});
+        members.insert("errors".into(), Value::Array(vec![item]));
+        members.insert("warnings".into(), Value::Array(Vec::new()));
+        ApiError::with_members(e, members)
+    })?;
     let status = if outcome.successful {
         StatusCode::OK
     } else {

@@ -9,11 +9,26 @@ use twinhub_core::{ErrorCode, HubError};
 
 /// A failed request.
 #[derive(Debug)]
-pub struct ApiError(pub HubError);
+pub struct ApiError(
+    pub HubError,
+    Option<serde_json::Map<String, serde_json::Value>>,
+);
+
+impl ApiError {
+    /// An error whose body carries `members` beside `Message`: a bulk request
+    /// refused as a whole also answers in the bulk result's shape, which is all
+    /// the Python SDK reads from a 400.
+    pub fn with_members(
+        error: HubError,
+        members: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        Self(error, Some(members))
+    }
+}
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
-        Self(e)
+        Self(e, None)
     }
 }
 
@@ -22,10 +37,13 @@ impl IntoResponse for ApiError {
         let HubError { code, message } = self.0;
         let tracking = uuid::Uuid::new_v4().simple().to_string();
         let now = twinhub_service::clock::now();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "Message": format!("ErrorCode:{};{}", code.name(), message),
             "ExceptionMessage": format!("Tracking ID:{tracking}-TimeStamp:{}", now.to_iso()),
         });
+        if let (Some(members), Some(obj)) = (self.1, body.as_object_mut()) {
+            obj.extend(members);
+        }
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, crate::request::json_body(&body)).into_response();
@@ -41,7 +59,7 @@ impl IntoResponse for ApiError {
 
 /// Unknown paths.
 pub async fn not_found() -> ApiError {
-    ApiError(HubError::new(
+    ApiError::from(HubError::new(
         ErrorCode::IotHubNotFound,
         "The requested resource does not exist.",
     ))
@@ -49,7 +67,7 @@ pub async fn not_found() -> ApiError {
 
 /// Known paths with an unsupported method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError(HubError::new(
+    ApiError::from(HubError::new(
         ErrorCode::InvalidOperation,
         "The method is not allowed on this resource.",
     ))

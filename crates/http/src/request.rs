@@ -84,5 +84,5 @@ pub fn authorize(
         .and_then(|v| v.to_str().ok());
     let path = percent_decode_str(uri.path()).decode_utf8_lossy();
     hub.authorize_service(authorization, &path, needs, twinhub_service::clock::now())
-        .map_err(ApiError)
+        .map_err(ApiError::from)
 }

@@ -183,7 +183,7 @@ impl Hub {
             return Err(HubError::new(
                 ErrorCode::TooManyDevices,
                 format!(
-                    "A bulk request may hold at most {MAX_BULK} devices; this one holds {}.",
+                    "A bulk request may hold at most {MAX_BULK} devices, this one holds {}.",
                     items.len()
                 ),
             ));

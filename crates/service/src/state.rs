@@ -245,7 +245,7 @@ impl Hub {
 fn storage_failed() -> HubError {
     HubError::new(
         ErrorCode::ServiceUnavailable,
-        "The hub's storage failed; it no longer accepts writes. Restart it after fixing the storage.",
+        "The hub's storage failed and it no longer accepts writes. Restart it after fixing the storage.",
     )
 }
 
