@@ -1,12 +1,13 @@
 //! `/twins` and `/devices/query`.
 
-use crate::request::{authorize, id, if_match, json_with_etag, parse_json};
+use crate::request::{authorize, id, if_match, json_response, json_with_etag, parse_json};
 use crate::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
+use serde_json::Value;
 use twinhub_core::policy::Permission;
 use twinhub_core::{ErrorCode, HubError};
 use twinhub_service::Hub;
@@ -56,12 +57,14 @@ pub async fn replace(
     ))
 }
 
-/// `POST /devices/query`. The query language lands separately; until then the
-/// endpoint answers like IoT Hub does for a query it cannot run.
+/// `POST /devices/query`: one page of a twin query. `x-ms-item-type` is always
+/// sent; `x-ms-continuation` only when another page exists (an empty header would
+/// make the Node SDK restart the query forever).
 pub async fn query(
     State(hub): State<Hub>,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(
         &hub,
@@ -69,9 +72,30 @@ pub async fn query(
         &uri,
         &[Permission::ServiceConnect, Permission::RegistryRead],
     )?;
-    Err(HubError::new(
-        ErrorCode::InvalidOperation,
-        "Twin queries are not available yet.",
-    )
-    .into())
+    let body = parse_json(&body)?;
+    let text = body.get("query").and_then(Value::as_str).ok_or_else(|| {
+        HubError::invalid("The request body must be {\"query\": \"SELECT ...\"}.")
+    })?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let page = hub.query(
+        text,
+        header("x-ms-max-item-count"),
+        header("x-ms-continuation"),
+    )?;
+    let mut response = json_response(StatusCode::OK, &Value::Array(page.items));
+    let out = response.headers_mut();
+    out.insert(
+        "x-ms-item-type",
+        HeaderValue::from_static(page.item_type.as_str()),
+    );
+    if let Some(token) = page.continuation {
+        let value = HeaderValue::from_str(&token).map_err(|_| {
+            HubError::new(
+                ErrorCode::ServerError,
+                "continuation token is not a header value",
+            )
+        })?;
+        out.insert("x-ms-continuation", value);
+    }
+    Ok(response)
 }
