@@ -1,0 +1,150 @@
+//! The boundary between the MQTT endpoint and the rest of the hub.
+//!
+//! The driver calls a [`DeviceBackend`] for everything that is not MQTT: checking
+//! credentials, reading and patching twins, learning about desired changes. The
+//! service layer implements it (through a thin adapter in the binary, or in the
+//! service crate itself); tests implement it with an in-memory fake.
+
+use futures_util::future::BoxFuture;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use twinhub_core::{HubError, Timestamp};
+
+/// Who a connection speaks for: a device, or a module of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The device id.
+    pub device_id: String,
+    /// The module id, for a module identity.
+    pub module_id: Option<String>,
+}
+
+impl Identity {
+    /// A device identity.
+    pub fn device(device_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            module_id: None,
+        }
+    }
+
+    /// The MQTT client id of this identity: `{deviceId}` or `{deviceId}/{moduleId}`.
+    pub fn client_id(&self) -> String {
+        match &self.module_id {
+            Some(m) => format!("{}/{m}", self.device_id),
+            None => self.device_id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.module_id {
+            Some(m) => write!(f, "{}/{m}", self.device_id),
+            None => f.write_str(&self.device_id),
+        }
+    }
+}
+
+/// Something a live connection must learn about its identity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// The desired properties changed.
+    Desired {
+        /// The new desired `$version`; it goes into the notification topic.
+        version: i64,
+        /// The notification body: the patch as applied, `null`s kept, with
+        /// `"$version"`, without `$metadata` (spec §3.3). Sent as is.
+        payload: serde_json::Value,
+    },
+    /// The identity was deleted or disabled, or its keys changed: close the
+    /// connection (the device reconnects and is authenticated afresh).
+    Kick,
+}
+
+/// A stream of one identity's events. Ending the stream closes the connection,
+/// since notifications could otherwise be lost silently.
+pub type DeviceEvents = Pin<Box<dyn Stream<Item = DeviceEvent> + Send>>;
+
+/// Adapts an unbounded channel of some event type into [`DeviceEvents`] with a
+/// conversion function, without a forwarding task.
+pub fn event_stream<T, F>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>, mut f: F) -> DeviceEvents
+where
+    T: Send + 'static,
+    F: FnMut(T) -> DeviceEvent + Send + 'static,
+{
+    Box::pin(futures_util::stream::poll_fn(
+        move |cx: &mut Context<'_>| match rx.poll_recv(cx) {
+            Poll::Ready(item) => Poll::Ready(item.map(&mut f)),
+            Poll::Pending => Poll::Pending,
+        },
+    ))
+}
+
+/// What the MQTT endpoint needs from the hub.
+///
+/// Calls come from connection tasks on the tokio runtime. The synchronous methods
+/// must not block for long (a shard lock for microseconds is fine; I/O is not).
+/// Errors are domain errors: the endpoint alone turns them into CONNACK codes and
+/// twin error responses.
+///
+/// An adapter over `twinhub_service::Hub` maps each method onto the hub method of
+/// the same purpose (`authenticate_device`, `twin_for_device`, `patch_reported`,
+/// `watch` + [`event_stream`], `device_connected`, `device_disconnected`,
+/// `device_activity`), refusing module identities until the hub has module twins.
+pub trait DeviceBackend: Send + Sync + 'static {
+    /// Verifies a CONNECT's password, a SAS token (spec §8): signed with the
+    /// identity's key, or with a shared access policy granting DeviceConnect
+    /// (`skn`), scoped to `{host}/devices/{id}[/modules/{mid}]`, not expired at
+    /// `now`, for an identity that exists and is enabled. Returns the token's
+    /// expiry (`se`, Unix seconds): the connection is closed when it passes.
+    ///
+    /// Any refusal becomes CONNACK 5; `ServiceUnavailable`, `ThrottlingException`
+    /// and `ServerError` become CONNACK 3.
+    fn authenticate(
+        &self,
+        identity: &Identity,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<i64, HubError>;
+
+    /// The identity's twin as a device sees it over MQTT:
+    /// `{"desired":{..,"$version":n},"reported":{..,"$version":m}}`, no tags, no
+    /// `$metadata` (spec §3.1). An error becomes a twin error response.
+    fn twin_for_device(&self, identity: &Identity) -> Result<serde_json::Value, HubError>;
+
+    /// Merges a reported-properties patch (spec §3.2, §7.1), only if the reported
+    /// `$version` equals `expected_version` when one is given (else
+    /// `PreconditionFailed`). Resolves with the new reported `$version` once the
+    /// write is durable.
+    ///
+    /// Ordering: the endpoint polls the futures of one connection for the first
+    /// time in the order the device sent its patches, right after this call; an
+    /// implementation that takes its place in the device's write order either here
+    /// or at the first poll (a plain `async` block) keeps the device's order.
+    fn patch_reported(
+        &self,
+        identity: &Identity,
+        patch: serde_json::Value,
+        expected_version: Option<i64>,
+    ) -> BoxFuture<'static, Result<i64, HubError>>;
+
+    /// Subscribes to the identity's events. Desired notifications must arrive in
+    /// `$version` order, each once, none dropped while the stream lives; they are
+    /// not kept for identities without a live stream (spec §2.4). Dropping the
+    /// stream unsubscribes. Called before CONNACK, so nothing committed after the
+    /// device learns it is connected is missed.
+    fn watch(&self, identity: &Identity) -> DeviceEvents;
+
+    /// The identity's connection was accepted (connection state, timestamps).
+    fn connected(&self, identity: &Identity, now: Timestamp);
+
+    /// The identity's connection ended. Not called for a connection that a newer
+    /// one of the same identity replaced, so that presence stays "connected".
+    fn disconnected(&self, identity: &Identity, now: Timestamp);
+
+    /// The device sent packets (throttled to about once a second per connection),
+    /// for `lastActivityTime`.
+    fn activity(&self, identity: &Identity, now: Timestamp);
+}

@@ -1,0 +1,461 @@
+//! One connection's task: the CONNECT handshake, then a loop that moves bytes,
+//! backend results and events through the pure [`Session`].
+//!
+//! One task per connection and nothing else: it owns both halves of the stream
+//! and `select!`s over reading, writing, the backend's events, pending reported
+//! patches, the session's deadline, a kick from a newer connection and shutdown.
+//! Writes go through a bounded buffer ([`MAX_WRITE_BACKLOG`]) flushed whenever the
+//! socket accepts bytes, so a client that stops reading cannot stall the task
+//! (its deadlines still fire) nor grow memory without bound.
+//!
+//! Per idle connection this holds the session (a few hundred bytes), a small read
+//! buffer and the task itself; buffers that grew for a large packet are released
+//! once it is handled.
+
+use crate::backend::{DeviceEvent, DeviceEvents, Identity};
+use crate::connect::{self, Login};
+use crate::decode::{decode, DecodeError};
+use crate::encode::{encode, EncodeError};
+use crate::packet::{ClientPacket, Connect, ConnectReturnCode, ServerPacket};
+use crate::server::Shared;
+use crate::session::{Action, Close, Session, SessionParams};
+use bytes::BytesMut;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use twinhub_core::{HubError, Timestamp};
+
+/// CONNECT packets are small (a username and a SAS token); a lower limit than
+/// for later packets keeps unauthenticated clients from making the hub buffer much.
+const MAX_CONNECT_PACKET: usize = 16 * 1024;
+/// Bytes queued for a client that is not reading before it is disconnected.
+pub const MAX_WRITE_BACKLOG: usize = 1024 * 1024;
+/// Reported patches waiting for durability before the connection stops reading.
+pub const MAX_PENDING_PATCHES: usize = 16;
+/// How much to read at a time when no packet is partly buffered.
+const READ_CHUNK: usize = 2048;
+/// Buffers larger than this are dropped once empty, so a single large packet
+/// does not pin memory for the rest of the connection.
+const KEEP_BUFFER: usize = 16 * 1024;
+/// How long a closing connection may take to flush what is queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Wall-clock time derived from tokio's monotonic clock, so that deadlines follow
+/// `tokio::time::pause` in tests and a wall-clock step cannot fire them early.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    wall: Timestamp,
+    mono: Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Self {
+            wall: Timestamp::from_unix_nanos(wall),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        let elapsed = i64::try_from(self.mono.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        Timestamp::from_unix_nanos(self.wall.unix_nanos().saturating_add(elapsed))
+    }
+
+    fn instant(&self, t: Timestamp) -> Instant {
+        let ahead = t.unix_nanos().saturating_sub(self.wall.unix_nanos());
+        self.mono + Duration::from_nanos(u64::try_from(ahead).unwrap_or(0))
+    }
+}
+
+/// Why a connection ended, for the debug log.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("{0}")]
+    Session(Close),
+    #[error("{0}")]
+    Decode(DecodeError),
+    #[error("cannot encode a packet: {0}")]
+    Encode(EncodeError),
+    #[error("I/O error: {0}")]
+    Io(io::Error),
+    #[error("client closed the stream")]
+    Eof,
+    #[error("replaced by a newer connection of the same identity")]
+    Kicked,
+    #[error("identity deleted, disabled or re-keyed")]
+    BackendKick,
+    #[error("the backend ended the event stream")]
+    EventsEnded,
+    #[error("client does not read: write backlog over the limit")]
+    Backlog,
+    #[error("endpoint shutting down")]
+    Shutdown,
+}
+
+impl From<Close> for End {
+    fn from(c: Close) -> Self {
+        Self::Session(c)
+    }
+}
+
+/// Serves one client connection until it ends.
+pub(crate) async fn run<S>(shared: &Shared, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let clock = Clock::start();
+    let mut shutdown = shared.shutdown.subscribe();
+    if *shutdown.borrow_and_update() {
+        return;
+    }
+    let stream = std::pin::pin!(stream);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::new();
+    let connect = match tokio::time::timeout(
+        shared.config.connect_timeout,
+        read_connect(&mut rd, &mut rbuf),
+    )
+    .await
+    {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(reason)) => {
+            tracing::debug!(%reason, "connection closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("no CONNECT in time");
+            return;
+        }
+    };
+    let Some(login) = authenticate(shared, &connect, &clock, &mut wr).await else {
+        return;
+    };
+    drop(connect);
+    let client_id = login.identity.client_id();
+    let opened = shared.registry.open(&client_id, login.clean_session);
+    // From here on the guard reports the end to the registry and the backend,
+    // even if the task is cancelled.
+    let guard = Registration {
+        shared,
+        client_id,
+        connection: opened.connection,
+        identity: login.identity.clone(),
+        clock,
+    };
+    let now = clock.now();
+    // Watch before CONNACK, so every change after the device hears "accepted" reaches it.
+    let events = shared.backend.watch(&login.identity);
+    shared.backend.connected(&login.identity, now);
+    tracing::debug!(identity = %login.identity, session_present = opened.session_present, "connected");
+    let session = Session::new(
+        SessionParams {
+            identity: login.identity,
+            keep_alive: login.keep_alive,
+            token_expiry: login.expiry,
+            subscriptions: opened.subscriptions,
+            tracking_id: opened.connection,
+        },
+        now,
+    );
+    let mut conn = Connection {
+        shared,
+        clock,
+        session,
+        connection: opened.connection,
+        client_id: &guard.client_id,
+        wbuf: BytesMut::new(),
+        pending: FuturesOrdered::new(),
+    };
+    let connack = ServerPacket::ConnAck {
+        session_present: opened.session_present,
+        code: ConnectReturnCode::Accepted,
+    };
+    let end = match encode(&connack, &mut conn.wbuf) {
+        Ok(()) => {
+            conn.serve(&mut rd, &mut wr, rbuf, events, opened.kicked, &mut shutdown)
+                .await
+        }
+        Err(e) => End::Encode(e),
+    };
+    tracing::debug!(identity = %guard.identity, reason = %end, "connection closed");
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = write_out(&mut wr, &mut conn.wbuf).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
+}
+
+/// A successful login and its token's expiry.
+struct Authenticated {
+    identity: Identity,
+    clean_session: bool,
+    keep_alive: u16,
+    expiry: i64,
+}
+
+/// Checks the CONNECT with the backend; on refusal sends the CONNACK code and
+/// returns `None`.
+async fn authenticate<W: AsyncWrite>(
+    shared: &Shared,
+    connect: &Connect,
+    clock: &Clock,
+    wr: &mut WriteHalf<W>,
+) -> Option<Authenticated> {
+    let refusal = match connect::login(connect) {
+        Ok(Login {
+            identity,
+            password,
+            clean_session,
+            keep_alive,
+        }) => match shared
+            .backend
+            .authenticate(&identity, &password, clock.now())
+        {
+            Ok(expiry) => {
+                return Some(Authenticated {
+                    identity,
+                    clean_session,
+                    keep_alive,
+                    expiry,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(%identity, error = %e, "CONNECT refused by the backend");
+                connect::refusal_code(&e)
+            }
+        },
+        Err(refusal) => {
+            tracing::debug!(reason = refusal.reason, "CONNECT refused");
+            refusal.code
+        }
+    };
+    // A refused CONNECT gets its CONNACK and the connection closes ([MQTT-3.2.2-5]).
+    let mut buf = BytesMut::new();
+    let connack = ServerPacket::ConnAck {
+        session_present: false,
+        code: refusal,
+    };
+    if encode(&connack, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = write_out(wr, &mut buf).await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+    }
+    None
+}
+
+async fn read_connect<R: AsyncRead>(
+    rd: &mut ReadHalf<R>,
+    rbuf: &mut BytesMut,
+) -> Result<Box<Connect>, String> {
+    loop {
+        match decode(rbuf, MAX_CONNECT_PACKET) {
+            Ok(Some(ClientPacket::Connect(connect))) => return Ok(connect),
+            Ok(Some(_)) => return Err("[MQTT-3.1.0-1] the first packet must be CONNECT".into()),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        rbuf.reserve(READ_CHUNK);
+        match rd.read_buf(rbuf).await {
+            Ok(0) => return Err("end of stream".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn write_out<W: AsyncWrite>(wr: &mut WriteHalf<W>, buf: &mut BytesMut) -> io::Result<()> {
+    // Cancel safe: bytes written are removed from `buf`, the rest stays queued.
+    wr.write_all_buf(buf).await?;
+    wr.flush().await
+}
+
+/// Tells the registry and the backend that a connection ended.
+struct Registration<'a> {
+    shared: &'a Shared,
+    client_id: String,
+    connection: u64,
+    identity: Identity,
+    clock: Clock,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.shared.registry.close(&self.client_id, self.connection) {
+            self.shared
+                .backend
+                .disconnected(&self.identity, self.clock.now());
+        }
+    }
+}
+
+/// A reported patch waiting for durability, with the request id to answer.
+struct PendingPatch {
+    rid: String,
+    write: BoxFuture<'static, Result<i64, HubError>>,
+}
+
+impl Future for PendingPatch {
+    type Output = (String, Result<i64, HubError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.write.as_mut().poll(cx));
+        Poll::Ready((std::mem::take(&mut self.rid), result))
+    }
+}
+
+struct Connection<'a> {
+    shared: &'a Shared,
+    clock: Clock,
+    session: Session,
+    connection: u64,
+    client_id: &'a str,
+    wbuf: BytesMut,
+    pending: FuturesOrdered<PendingPatch>,
+}
+
+impl Connection<'_> {
+    async fn serve<S: AsyncRead + AsyncWrite>(
+        &mut self,
+        rd: &mut ReadHalf<S>,
+        wr: &mut WriteHalf<S>,
+        mut rbuf: BytesMut,
+        mut events: DeviceEvents,
+        mut kicked: oneshot::Receiver<()>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let timer = tokio::time::sleep_until(self.clock.mono);
+        tokio::pin!(timer);
+        // The armed deadline. The timer is only moved earlier; when it fires for a
+        // deadline that has since moved later, the session says so and it is re-armed.
+        let mut armed: Option<Timestamp> = None;
+        let mut unflushed = true;
+        loop {
+            if let Err(end) = self.run_actions() {
+                return end;
+            }
+            if !self.wbuf.is_empty() {
+                unflushed = true;
+            }
+            if self.wbuf.len() > MAX_WRITE_BACKLOG {
+                return End::Backlog;
+            }
+            if let Some(deadline) = self.session.poll_timeout() {
+                if armed.is_none_or(|a| deadline < a) {
+                    timer.as_mut().reset(self.clock.instant(deadline));
+                    armed = Some(deadline);
+                }
+            }
+            let reading = self.pending.len() < MAX_PENDING_PATCHES;
+            if reading {
+                rbuf.reserve(READ_CHUNK);
+            }
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.changed() => Err(End::Shutdown),
+                _ = &mut kicked => Err(End::Kicked),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.session.handle_timeout(self.clock.now()).map_err(End::from)
+                }
+                written = write_out(wr, &mut self.wbuf), if unflushed => {
+                    unflushed = false;
+                    if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_BUFFER {
+                        self.wbuf = BytesMut::new();
+                    }
+                    written.map_err(End::Io)
+                }
+                Some((rid, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    let now = self.clock.now();
+                    match self.session.reported_patched(&rid, result, now) {
+                        Ok(()) => self.process_buffered(&mut rbuf),
+                        Err(close) => Err(close.into()),
+                    }
+                }
+                event = events.next(), if self.session.accepts_events() => match event {
+                    Some(DeviceEvent::Desired { version, payload }) => self
+                        .session
+                        .desired_changed(version, &payload, self.clock.now())
+                        .map_err(End::from),
+                    Some(DeviceEvent::Kick) => Err(End::BackendKick),
+                    None => Err(End::EventsEnded),
+                },
+                read = rd.read_buf(&mut rbuf), if reading => match read {
+                    Ok(0) => Err(End::Eof),
+                    Ok(_) => self.process_buffered(&mut rbuf),
+                    Err(e) => Err(End::Io(e)),
+                },
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Handles the complete packets in `rbuf` while patches may still be queued.
+    fn process_buffered(&mut self, rbuf: &mut BytesMut) -> Result<(), End> {
+        while self.pending.len() < MAX_PENDING_PATCHES {
+            let packet = match decode(rbuf, self.shared.config.max_packet_size) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => return Err(End::Decode(e)),
+            };
+            self.session.handle_packet(packet, self.clock.now())?;
+            self.run_actions()?;
+        }
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+            *rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Carries out the session's actions.
+    fn run_actions(&mut self) -> Result<(), End> {
+        let backend = &self.shared.backend;
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Send(packet) => encode(&packet, &mut self.wbuf).map_err(End::Encode)?,
+                Action::GetTwin { rid } => {
+                    let twin = backend.twin_for_device(self.session.identity());
+                    self.session.twin_read(&rid, twin, self.clock.now())?;
+                }
+                Action::PatchReported {
+                    rid,
+                    patch,
+                    version,
+                } => {
+                    let mut write = backend.patch_reported(self.session.identity(), patch, version);
+                    // Poll once now so each write takes its place in the device's
+                    // order as the device sent it, whatever order the pending set
+                    // polls in later.
+                    match (&mut write).now_or_never() {
+                        Some(result) => {
+                            self.session
+                                .reported_patched(&rid, result, self.clock.now())?;
+                        }
+                        None => self.pending.push_back(PendingPatch { rid, write }),
+                    }
+                }
+                Action::SubscriptionsChanged(subscriptions) => {
+                    self.shared
+                        .registry
+                        .update(self.client_id, self.connection, subscriptions);
+                }
+                Action::Activity => backend.activity(self.session.identity(), self.clock.now()),
+            }
+        }
+        Ok(())
+    }
+}
