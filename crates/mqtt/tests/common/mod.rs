@@ -1,0 +1,502 @@
+//! Test kit: an in-memory backend, a TLS endpoint on 127.0.0.1:0, and a raw
+//! client speaking hand-built MQTT bytes.
+// Test code: a failed unwrap is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls;
+use twinhub_core::{HubError, Timestamp};
+use twinhub_mqtt::{DeviceBackend, DeviceEvent, DeviceEvents, Identity, MqttServer, ServerConfig};
+
+pub const HOST: &str = "localhost";
+
+pub fn password(device: &str) -> String {
+    format!("SharedAccessSignature sr={HOST}%2Fdevices%2F{device}&sig=good&se=1")
+}
+
+pub fn username(device: &str) -> String {
+    format!("{HOST}/{device}/?api-version=2021-04-12&DeviceClientType=test")
+}
+
+#[derive(Default)]
+struct Device {
+    desired: Map<String, Value>,
+    desired_version: i64,
+    reported: Map<String, Value>,
+    reported_version: i64,
+}
+
+#[derive(Default)]
+struct State {
+    devices: HashMap<String, Device>,
+    watchers: HashMap<String, Vec<mpsc::UnboundedSender<DeviceEvent>>>,
+    presence: Vec<String>,
+}
+
+/// An in-memory hub: devices whose password is [`password`], twins with
+/// versions, desired-change fan-out, and a log of presence calls.
+#[derive(Default)]
+pub struct FakeBackend {
+    state: Mutex<State>,
+    /// Token lifetime in seconds from the CONNECT.
+    pub token_ttl: Mutex<i64>,
+}
+
+impl FakeBackend {
+    pub fn with_devices(ids: &[&str]) -> Arc<Self> {
+        let backend = Self::default();
+        *backend.token_ttl.lock().unwrap() = 3600;
+        {
+            let mut state = backend.state.lock().unwrap();
+            for id in ids {
+                state.devices.insert(
+                    (*id).to_owned(),
+                    Device {
+                        desired_version: 1,
+                        reported_version: 1,
+                        ..Device::default()
+                    },
+                );
+            }
+        }
+        Arc::new(backend)
+    }
+
+    /// A service-side desired patch: applies it and notifies watchers.
+    pub fn set_desired(&self, device: &str, patch: Value) -> i64 {
+        let mut state = self.state.lock().unwrap();
+        let d = state.devices.get_mut(device).unwrap();
+        d.desired_version += 1;
+        let version = d.desired_version;
+        let mut payload = patch.as_object().cloned().unwrap_or_default();
+        for (k, v) in &payload {
+            if v.is_null() {
+                d.desired.remove(k);
+            } else {
+                d.desired.insert(k.clone(), v.clone());
+            }
+        }
+        payload.insert("$version".into(), json!(version));
+        let event = DeviceEvent::Desired {
+            version,
+            payload: Value::Object(payload),
+        };
+        for tx in state.watchers.get(device).into_iter().flatten() {
+            let _ = tx.send(event.clone());
+        }
+        version
+    }
+
+    pub fn kick(&self, device: &str) {
+        let state = self.state.lock().unwrap();
+        for tx in state.watchers.get(device).into_iter().flatten() {
+            let _ = tx.send(DeviceEvent::Kick);
+        }
+    }
+
+    pub fn reported(&self, device: &str) -> (Value, i64) {
+        let state = self.state.lock().unwrap();
+        let d = &state.devices[device];
+        (Value::Object(d.reported.clone()), d.reported_version)
+    }
+
+    /// "connected:dev1", "disconnected:dev1", in call order.
+    pub fn presence(&self) -> Vec<String> {
+        self.state.lock().unwrap().presence.clone()
+    }
+}
+
+impl DeviceBackend for FakeBackend {
+    fn authenticate(&self, id: &Identity, pw: &str, now: Timestamp) -> Result<i64, HubError> {
+        let state = self.state.lock().unwrap();
+        if !state.devices.contains_key(&id.device_id) || pw != password(&id.device_id) {
+            return Err(HubError::unauthorized());
+        }
+        Ok(now.unix_secs() + *self.token_ttl.lock().unwrap())
+    }
+
+    fn twin_for_device(&self, id: &Identity) -> Result<Value, HubError> {
+        let state = self.state.lock().unwrap();
+        let d = state
+            .devices
+            .get(&id.device_id)
+            .ok_or_else(|| HubError::device_not_found(&id.device_id))?;
+        let mut desired = d.desired.clone();
+        desired.insert("$version".into(), json!(d.desired_version));
+        let mut reported = d.reported.clone();
+        reported.insert("$version".into(), json!(d.reported_version));
+        Ok(json!({"desired": desired, "reported": reported}))
+    }
+
+    fn patch_reported(
+        &self,
+        id: &Identity,
+        patch: Value,
+        expected: Option<i64>,
+    ) -> BoxFuture<'static, Result<i64, HubError>> {
+        let result = (|| {
+            let mut state = self.state.lock().unwrap();
+            let d = state
+                .devices
+                .get_mut(&id.device_id)
+                .ok_or_else(|| HubError::device_not_found(&id.device_id))?;
+            let Value::Object(patch) = patch else {
+                return Err(HubError::invalid("not an object"));
+            };
+            if expected.is_some_and(|v| v != d.reported_version) {
+                return Err(HubError::precondition("version mismatch"));
+            }
+            d.reported.extend(patch);
+            d.reported_version += 1;
+            Ok(d.reported_version)
+        })();
+        Box::pin(async move {
+            // A durable write takes a moment: resolve on a later poll.
+            tokio::task::yield_now().await;
+            result
+        })
+    }
+
+    fn watch(&self, id: &Identity) -> DeviceEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.state.lock().unwrap();
+        let list = state.watchers.entry(id.device_id.clone()).or_default();
+        list.retain(|t| !t.is_closed());
+        list.push(tx);
+        twinhub_mqtt::event_stream(rx, |e| e)
+    }
+
+    fn connected(&self, id: &Identity, _now: Timestamp) {
+        self.state
+            .lock()
+            .unwrap()
+            .presence
+            .push(format!("connected:{id}"));
+    }
+
+    fn disconnected(&self, id: &Identity, _now: Timestamp) {
+        let mut state = self.state.lock().unwrap();
+        state.presence.push(format!("disconnected:{id}"));
+    }
+
+    fn activity(&self, _id: &Identity, _now: Timestamp) {}
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`.
+pub fn tls_pair() -> (
+    tokio_rustls::TlsAcceptor,
+    tokio_rustls::TlsConnector,
+    Arc<rustls::ClientConfig>,
+) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec![HOST.to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(client.clone()),
+        client,
+    )
+}
+
+/// An endpoint serving MQTT over TLS on 127.0.0.1:0.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub backend: Arc<FakeBackend>,
+    pub server: MqttServer,
+    pub connector: tokio_rustls::TlsConnector,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    pub stop: watch::Sender<bool>,
+}
+
+impl TestHub {
+    pub async fn start(devices: &[&str]) -> Self {
+        Self::start_with(devices, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(devices: &[&str], config: ServerConfig) -> Self {
+        let backend = FakeBackend::with_devices(devices);
+        let server = MqttServer::with_config(backend.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (acceptor, connector, client_tls) = tls_pair();
+        let (stop, stopped) = watch::channel(false);
+        let s = server.clone();
+        tokio::spawn(async move { s.serve(listener, Some(acceptor), stopped).await });
+        Self {
+            addr,
+            backend,
+            server,
+            connector,
+            client_tls,
+            stop,
+        }
+    }
+
+    /// A TLS connection with nothing sent yet.
+    pub async fn raw(&self) -> Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        Raw::new(self.connector.connect(name, tcp).await.unwrap())
+    }
+
+    /// A connected device session (CONNACK 0 checked); returns the session-present flag.
+    pub async fn connect(
+        &self,
+        device: &str,
+        clean: bool,
+    ) -> (
+        Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        bool,
+    ) {
+        let mut raw = self.raw().await;
+        raw.send(&connect(
+            device,
+            &username(device),
+            &password(device),
+            clean,
+            60,
+        ))
+        .await;
+        let present = raw.connack(0).await;
+        (raw, present)
+    }
+
+    /// Waits until the endpoint counts `n` live connections.
+    pub async fn wait_live(&self, n: usize) {
+        for _ in 0..200 {
+            if self.server.live_connections() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "live connections: {} != {n}",
+            self.server.live_connections()
+        );
+    }
+}
+
+fn remaining_length(mut len: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    remaining_length(body.len(), &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+fn string(s: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// CONNECT, MQTT 3.1.1, with username and password.
+pub fn connect(
+    client_id: &str,
+    username: &str,
+    password: &str,
+    clean: bool,
+    keep_alive: u16,
+) -> Vec<u8> {
+    connect_level(4, client_id, username, password, clean, keep_alive)
+}
+
+pub fn connect_level(
+    level: u8,
+    client_id: &str,
+    username: &str,
+    password: &str,
+    clean: bool,
+    keep_alive: u16,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(b"MQTT", &mut body);
+    body.push(level);
+    body.push(0xc0 | if clean { 0x02 } else { 0 });
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    string(client_id.as_bytes(), &mut body);
+    string(username.as_bytes(), &mut body);
+    string(password.as_bytes(), &mut body);
+    packet(0x10, &body)
+}
+
+pub fn publish(topic: &str, qos: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(topic.as_bytes(), &mut body);
+    if qos > 0 {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+pub fn subscribe(id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    for (f, q) in filters {
+        string(f.as_bytes(), &mut body);
+        body.push(*q);
+    }
+    packet(0x82, &body)
+}
+
+pub fn puback(id: u16) -> Vec<u8> {
+    packet(0x40, &id.to_be_bytes())
+}
+
+pub const PINGREQ: [u8; 2] = [0xc0, 0x00];
+pub const DISCONNECT: [u8; 2] = [0xe0, 0x00];
+
+/// A server PUBLISH, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub topic: String,
+    pub qos: u8,
+    pub packet_id: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Incoming {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// A client speaking raw bytes.
+pub struct Raw<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Sends, tolerating a connection the server already closed.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
+    }
+
+    fn take_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut len = 0usize;
+        for i in 0..4 {
+            let byte = *self.buf.get(1 + i)?;
+            len |= usize::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                let start = 2 + i;
+                if self.buf.len() < start + len {
+                    return None;
+                }
+                let first = self.buf[0];
+                let body = self.buf[start..start + len].to_vec();
+                self.buf.drain(..start + len);
+                return Some((first, body));
+            }
+        }
+        panic!("bad remaining length from the server");
+    }
+
+    /// The next packet (first byte, body), or `None` once the server closed.
+    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(p) = self.take_packet() {
+                    return Some(p);
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .expect("no packet and no close within 5 s")
+    }
+
+    /// Whether the server closes the connection (rather than sending anything).
+    pub async fn closed(&mut self) -> bool {
+        self.recv().await.is_none()
+    }
+
+    /// Expects a CONNACK with `code`; returns session-present.
+    pub async fn connack(&mut self, code: u8) -> bool {
+        let (first, body) = self.recv().await.expect("CONNACK");
+        assert_eq!(first, 0x20, "not a CONNACK");
+        assert_eq!(body.len(), 2);
+        assert_eq!(body[1], code, "CONNACK code");
+        body[0] == 1
+    }
+
+    /// Expects a PUBLISH.
+    pub async fn publish(&mut self) -> Incoming {
+        let (first, body) = self.recv().await.expect("a PUBLISH, got a close");
+        assert_eq!(first >> 4, 3, "not a PUBLISH: {first:#x} {body:?}");
+        let qos = (first >> 1) & 3;
+        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
+        let mut rest = &body[2 + tlen..];
+        let mut packet_id = 0;
+        if qos > 0 {
+            packet_id = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+        }
+        Incoming {
+            topic,
+            qos,
+            packet_id,
+            payload: rest.to_vec(),
+        }
+    }
+
+    /// Expects exactly `packet`.
+    pub async fn expect(&mut self, first: u8, body: &[u8]) {
+        let got = self.recv().await.expect("a packet, got a close");
+        assert_eq!(got, (first, body.to_vec()));
+    }
+}
