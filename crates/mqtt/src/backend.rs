@@ -90,9 +90,36 @@ where
 /// twin error responses.
 ///
 /// An adapter over `twinhub_service::Hub` maps each method onto the hub method of
-/// the same purpose (`authenticate_device`, `twin_for_device`, `patch_reported`,
-/// `watch` + [`event_stream`], `device_connected`, `device_disconnected`,
-/// `device_activity`), refusing module identities until the hub has module twins.
+/// the same purpose, refusing module identities until the hub has module twins:
+///
+/// ```ignore
+/// struct HubBackend(twinhub_service::Hub);
+///
+/// impl DeviceBackend for HubBackend {
+///     fn authenticate(&self, id: &Identity, password: &str, now: Timestamp) -> Result<i64, HubError> {
+///         self.0.authenticate_device(&id.device_id, id.module_id.as_deref(), password, now)
+///     }
+///     fn twin_for_device(&self, id: &Identity) -> Result<Value, HubError> {
+///         self.0.twin_for_device(&id.device_id)
+///     }
+///     fn patch_reported(&self, id: &Identity, patch: Value, version: Option<i64>)
+///         -> BoxFuture<'static, Result<i64, HubError>> {
+///         let (hub, device) = (self.0.clone(), id.device_id.clone());
+///         Box::pin(async move { hub.patch_reported(&device, &patch, version).await })
+///     }
+///     fn watch(&self, id: &Identity) -> DeviceEvents {
+///         event_stream(self.0.watch(&id.device_id), |e| match e {
+///             twinhub_service::DeviceEvent::Desired { version, payload } => {
+///                 DeviceEvent::Desired { version, payload }
+///             }
+///             twinhub_service::DeviceEvent::Kick => DeviceEvent::Kick,
+///         })
+///     }
+///     fn connected(&self, id: &Identity, now: Timestamp) { self.0.device_connected(&id.device_id, now) }
+///     fn disconnected(&self, id: &Identity, now: Timestamp) { self.0.device_disconnected(&id.device_id, now) }
+///     fn activity(&self, id: &Identity, now: Timestamp) { self.0.device_activity(&id.device_id, now) }
+/// }
+/// ```
 pub trait DeviceBackend: Send + Sync + 'static {
     /// Verifies a CONNECT's password, a SAS token (spec §8): signed with the
     /// identity's key, or with a shared access policy granting DeviceConnect

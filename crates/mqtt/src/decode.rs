@@ -91,6 +91,15 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<ClientPacket>, De
     Ok(Some(packet))
 }
 
+/// The total size of the packet at the front of `buf`, once its fixed header is
+/// complete and valid.
+pub fn frame_size(buf: &[u8]) -> Option<usize> {
+    match fixed_header(buf) {
+        Ok(Some((header, remaining))) => Some(header + remaining),
+        _ => None,
+    }
+}
+
 /// The fixed header's length and the remaining length, or `None` if incomplete.
 fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
     let mut remaining = 0usize;
