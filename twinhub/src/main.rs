@@ -6,10 +6,12 @@
 //! - [`config`]: the data directory and `hub.json`.
 //! - [`tls`]: the local CA and server certificates.
 //! - [`serve`]: starting the listeners and shutting down gracefully.
+//! - [`device_backend`]: the MQTT endpoint's adapter onto the service layer.
 //! - [`cli`]: the client commands.
 
 mod cli;
 mod config;
+mod device_backend;
 mod serve;
 mod tls;
 

@@ -3,6 +3,7 @@
 //! stop accepting, let requests in flight finish, commit what is queued, exit 0.
 
 use crate::config::DataDir;
+use crate::device_backend::HubBackend;
 use crate::{tls, Global};
 use clap::Args;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -119,7 +120,8 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
     )?;
-    let https_tls = tls::server_config(chain, key, &[b"http/1.1"])?;
+    let https_tls = tls::server_config(chain.clone(), key.clone_key(), &[b"http/1.1"])?;
+    let mqtts_tls = tls::server_config(chain, key, &[])?;
 
     let store = SqliteStore::open(&data.database()).map_err(|e| e.to_string())?;
     let config = HubConfig {
@@ -130,12 +132,15 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
     let (hub, committer) = Hub::open(config, store).map_err(|e| e.to_string())?;
 
     let https = bind(args.bind, args.https_port, "--https-port").await?;
+    let mqtts = bind(args.bind, args.mqtts_port, "--mqtts-port").await?;
     let insecure = match args.insecure_http_port {
         Some(port) => Some(bind(args.bind, port, "--insecure-http-port").await?),
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
-    let app = twinhub_http::router(hub.clone());
+    let mqtt = twinhub_mqtt::MqttServer::new(std::sync::Arc::new(HubBackend(hub.clone())));
+    let app =
+        twinhub_http::router(hub.clone()).merge(twinhub_http::websocket::router(mqtt.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(twinhub_http::server::serve(
         https,
@@ -143,6 +148,12 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
         app.clone(),
         stopped.clone(),
     ));
+    tasks.spawn({
+        let mqtt = mqtt.clone();
+        let tls = tokio_rustls::TlsAcceptor::from(mqtts_tls);
+        let stopped = stopped.clone();
+        async move { mqtt.serve(mqtts, Some(tls), stopped).await }
+    });
     if let Some(listener) = insecure {
         tracing::warn!("serving the REST API over plain HTTP as well: credentials travel in clear");
         tasks.spawn(twinhub_http::server::serve(
@@ -163,6 +174,7 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
+    mqtt.shutdown();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -170,6 +182,7 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
     if drained.is_err() {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    drop(mqtt);
     drop(hub);
     // The committer finishes once the last hub handle is gone; connection tasks
     // that outlived the drain may still hold one, so do not wait forever.

@@ -8,6 +8,8 @@
 //! - [`request`]: extracting what handlers need — JSON bodies, decoded ids,
 //!   `If-Match`, authorization — with IoT Hub's errors on bad input.
 //! - [`devices`], [`twins`], [`statistics`]: the handlers.
+//! - [`websocket`]: MQTT over WebSockets at `/$iothub/websocket`, handed to the
+//!   MQTT endpoint.
 //! - [`server`]: the TLS accept loop (HTTP/1.1 with upgrades, header timeouts).
 
 pub mod devices;
@@ -16,6 +18,7 @@ pub mod request;
 pub mod server;
 pub mod statistics;
 pub mod twins;
+pub mod websocket;
 
 pub use error::ApiError;
 

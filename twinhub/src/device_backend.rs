@@ -1,0 +1,53 @@
+//! The MQTT endpoint's view of the hub: [`DeviceBackend`] over the service layer.
+//! A thin translation: the MQTT crate does not depend on the service crate, so
+//! each can be tested alone (the MQTT crate against a fake backend).
+
+use serde_json::Value;
+use twinhub_core::{HubError, Timestamp};
+use twinhub_mqtt::{event_stream, DeviceBackend, DeviceEvent, DeviceEvents, Identity};
+use twinhub_service::Hub;
+
+/// The hub as the MQTT endpoint's backend.
+pub(crate) struct HubBackend(pub(crate) Hub);
+
+impl DeviceBackend for HubBackend {
+    fn authenticate(&self, id: &Identity, password: &str, now: Timestamp) -> Result<i64, HubError> {
+        self.0
+            .authenticate_device(&id.device_id, id.module_id.as_deref(), password, now)
+    }
+
+    fn twin_for_device(&self, id: &Identity) -> Result<Value, HubError> {
+        self.0.twin_for_device(&id.device_id)
+    }
+
+    fn patch_reported(
+        &self,
+        id: &Identity,
+        patch: Value,
+        expected_version: Option<i64>,
+    ) -> futures_util::future::BoxFuture<'static, Result<i64, HubError>> {
+        let (hub, device) = (self.0.clone(), id.device_id.clone());
+        Box::pin(async move { hub.patch_reported(&device, &patch, expected_version).await })
+    }
+
+    fn watch(&self, id: &Identity) -> DeviceEvents {
+        event_stream(self.0.watch(&id.device_id), |event| match event {
+            twinhub_service::DeviceEvent::Desired { version, payload } => {
+                DeviceEvent::Desired { version, payload }
+            }
+            twinhub_service::DeviceEvent::Kick => DeviceEvent::Kick,
+        })
+    }
+
+    fn connected(&self, id: &Identity, now: Timestamp) {
+        self.0.device_connected(&id.device_id, now);
+    }
+
+    fn disconnected(&self, id: &Identity, now: Timestamp) {
+        self.0.device_disconnected(&id.device_id, now);
+    }
+
+    fn activity(&self, id: &Identity, now: Timestamp) {
+        self.0.device_activity(&id.device_id, now);
+    }
+}

@@ -1,0 +1,119 @@
+//! A `twinhub serve` process on free loopback ports for integration tests, killed
+//! when the test ends however it ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use twinhub_sdk::ServiceClient;
+
+/// A running hub.
+pub struct Hub {
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+    pub data: PathBuf,
+    pub https_port: u16,
+    pub mqtts_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Hub {
+    /// A fresh hub in a temporary data directory.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut hub = Self::start_in(&data, free_port(), free_port());
+        hub._dir = Some(dir);
+        hub
+    }
+
+    /// A hub on `data` with the given ports.
+    pub fn start_in(data: &Path, https_port: u16, mqtts_port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
+            .args(["serve", "--bind", "127.0.0.1"])
+            .args([
+                "--https-port",
+                &https_port.to_string(),
+                "--mqtts-port",
+                &mqtts_port.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start twinhub");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in [https_port, mqtts_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "hub did not start listening");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        Self {
+            child: Some(child),
+            _dir: None,
+            data: data.to_path_buf(),
+            https_port,
+            mqtts_port,
+        }
+    }
+
+    /// Kills the hub with SIGKILL now.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The CA clients must trust.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.data.join("ca.pem")).unwrap()
+    }
+
+    /// A policy's primary key from `hub.json`.
+    pub fn policy_key(&self, policy: &str) -> String {
+        let hub: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.data.join("hub.json")).unwrap()).unwrap();
+        let p = hub["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == policy)
+            .unwrap();
+        p["primaryKey"].as_str().unwrap().to_owned()
+    }
+
+    /// A REST client with `policy`'s key.
+    pub fn service_client(&self, policy: &str) -> ServiceClient {
+        let cs = format!(
+            "HostName=localhost;SharedAccessKeyName={policy};SharedAccessKey={}",
+            self.policy_key(policy)
+        );
+        ServiceClient::from_connection_string(&cs, Some(&self.ca_pem()), Some(self.https_port))
+            .unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
