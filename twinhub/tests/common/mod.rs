@@ -36,8 +36,18 @@ impl Hub {
         hub
     }
 
-    /// A hub on `data` with the given ports.
+    /// A hub on `data` with the given ports (0 picks a free one).
     pub fn start_in(data: &Path, https_port: u16, mqtts_port: u16) -> Self {
+        let https_port = if https_port == 0 {
+            free_port()
+        } else {
+            https_port
+        };
+        let mqtts_port = if mqtts_port == 0 {
+            free_port()
+        } else {
+            mqtts_port
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
             .args(["serve", "--bind", "127.0.0.1"])
             .args([
