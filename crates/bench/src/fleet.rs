@@ -50,7 +50,7 @@ pub(crate) fn service_patch(i: usize) -> Value {
 /// A reported-properties document; `seq` varies what a device reports over time.
 pub(crate) fn reported_patch(i: usize, seq: u64) -> Value {
     json!({
-        "battery": {"level": (i * 37 + seq as usize) % 100, "charging": i % 5 == 0},
+        "battery": {"level": ((i / REGIONS) * 37 + seq as usize) % 100, "charging": i % 5 == 0},
         "connectivity": {"type": if i % 3 == 0 { "cellular" } else { "wired" }, "rssi": -50 - (i % 40) as i64},
         "fw": {"version": if i % 10 == 0 { "1.4.1" } else { "1.4.2" }},
         "temperature": 18.5 + (i % 10) as f64 + (seq % 10) as f64 / 10.0,
