@@ -8,7 +8,7 @@
 //! either do exactly the same socket work apart from topics and credentials.
 
 use crate::fleet::{device_id, device_key, progress, reported_patch};
-use crate::hub::{rss_kib, HubAccess};
+use crate::hub::{rss_kib, CpuMeter, HubAccess};
 use crate::mqtt::{Client, Credentials, Packet};
 use crate::report::{Latency, Report};
 use std::collections::HashMap;
@@ -190,8 +190,10 @@ pub(crate) async fn connect(
         .param("clients", n as u64)
         .param("concurrent_handshakes", concurrency as u64);
     let before = server_pid.map(rss_kib).transpose()?;
+    let cpu = CpuMeter::start(server_pid)?;
     let (clients, latency, failures, elapsed) =
         connect_all(target, n, concurrency, sources).await?;
+    cpu.finish(&mut report, clients.len() as u64)?;
     report
         .figure("connected", clients.len() as f64, "")
         .figure(
@@ -349,6 +351,7 @@ pub(crate) async fn pipelined(
     window: usize,
     duration: Duration,
     sources: &Sources,
+    server_pid: Option<u32>,
 ) -> Result<Report, String> {
     let mut report = Report::new(match workload {
         Workload::Reported => "reported",
@@ -394,6 +397,7 @@ pub(crate) async fn pipelined(
     }
     start.wait().await;
     let began = Instant::now();
+    let cpu = CpuMeter::start(server_pid)?;
     let mut latency = Latency::new();
     let (mut completed, mut errors) = (0u64, 0u64);
     let mut first_error = None;
@@ -416,6 +420,7 @@ pub(crate) async fn pipelined(
         .figure("completed in window", completed as f64, "")
         .figure("errors", errors as f64, "")
         .latency("round trip", &latency);
+    cpu.finish(&mut report, latency.count())?;
     if let Some(e) = first_error {
         report.note(format!("first error: {e}"));
     }

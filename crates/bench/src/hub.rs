@@ -140,6 +140,67 @@ pub(crate) fn rss_kib(pid: u32) -> Result<(u64, u64), String> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds
+/// (`/proc/<pid>/stat` fields 14 and 15, in clock ticks of 1/100 s on Linux).
+pub(crate) fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    // The command name may contain spaces; fields are counted after its ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(|| format!("/proc/{pid}/stat has no field {}", i + 3))
+    };
+    // Field 14 (utime) is the 12th after the name, field 15 (stime) the 13th.
+    Ok((tick(11)? + tick(12)?) as f64 / 100.0)
+}
+
+/// CPU use of the server and of this bench over a measured interval.
+pub(crate) struct CpuMeter {
+    server: Option<(u32, f64)>,
+    bench: f64,
+    started: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(server_pid: Option<u32>) -> Result<Self, String> {
+        Ok(Self {
+            server: server_pid
+                .map(|p| cpu_secs(p).map(|c| (p, c)))
+                .transpose()?,
+            bench: cpu_secs(std::process::id())?,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Adds cores busy (CPU seconds per second) and CPU µs per operation.
+    pub(crate) fn finish(
+        &self,
+        report: &mut crate::report::Report,
+        ops: u64,
+    ) -> Result<(), String> {
+        let wall = self.started.elapsed().as_secs_f64();
+        let per_op = |cpu: f64| cpu * 1e6 / ops.max(1) as f64;
+        if let Some((pid, before)) = self.server {
+            let used = cpu_secs(pid)? - before;
+            report
+                .figure("server CPU (cores busy)", used / wall, "")
+                .figure("server CPU per operation", per_op(used), "µs");
+        }
+        let used = cpu_secs(std::process::id())? - self.bench;
+        report
+            .figure("bench CPU (cores busy)", used / wall, "")
+            .figure("bench CPU per operation", per_op(used), "µs");
+        Ok(())
+    }
+}
+
 /// A hub process this bench started.
 pub(crate) struct HubProcess {
     child: Child,

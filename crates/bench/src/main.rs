@@ -16,6 +16,7 @@
 //! - [`query`]: the `query` scenario (1M twins, restart-to-ready, RSS, query latency).
 //! - [`mqtt`]: a lean MQTT 3.1.1 client over tokio-rustls.
 //! - [`device`]: the MQTT scenarios `connect`, `reported` and `mqtt-publish`.
+//! - [`render`]: the results file as `docs/benchmarks.md`.
 //! - [`rest`]: the REST scenarios `get` and `desired` (the latter with devices
 //!   over MQTT).
 
@@ -25,6 +26,7 @@ mod hub;
 mod load;
 mod mqtt;
 mod query;
+mod render;
 mod report;
 mod rest;
 
@@ -153,6 +155,21 @@ impl TargetArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Writes the markdown report of a results file (targets, ratios, every figure).
+    Render {
+        /// The JSON array the scenarios appended to (--json).
+        #[arg(long)]
+        results: PathBuf,
+        /// The command line that produced the results, quoted in the page.
+        #[arg(long)]
+        command: String,
+        /// Hand-written findings appended to the page.
+        #[arg(long)]
+        findings: Option<PathBuf>,
+        /// Where to write the page.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// N clients connect over MQTT/TLS and stay idle: connect rate, failures,
     /// latency, and the server's RSS per idle connection (with --server-pid).
     Connect {
@@ -181,6 +198,9 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The server's process id, to report its CPU use.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Twin GETs over REST (closed loop, C requests at a time).
     Get {
@@ -215,6 +235,9 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The server's process id, to report its CPU use.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Loads N twins into a fresh data directory, starts the hub on it (twice:
     /// first start, then the measured restart) and measures restart-to-ready,
@@ -253,8 +276,37 @@ fn check_loopback(addr: IpAddr) -> Result<(), String> {
     }
 }
 
+fn render(
+    results: &std::path::Path,
+    command: &str,
+    findings: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let text =
+        std::fs::read(results).map_err(|e| format!("cannot read {}: {e}", results.display()))?;
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not a results array: {e}", results.display()))?;
+    let findings = match findings {
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+        }
+        None => String::new(),
+    };
+    std::fs::write(out, render::render(&results, command, &findings))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))
+}
+
 async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
     match cli.command {
+        Command::Render {
+            results,
+            command,
+            findings,
+            out,
+        } => {
+            render(&results, &command, findings.as_deref(), &out)?;
+            Ok(Vec::new())
+        }
         Command::Connect {
             target,
             clients,
@@ -280,6 +332,7 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
             clients,
             in_flight,
             seconds,
+            server_pid,
         } => {
             let t = target.target(clients).await?;
             Ok(vec![
@@ -290,6 +343,7 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
                     in_flight,
                     std::time::Duration::from_secs(seconds),
                     &target.sources(),
+                    server_pid,
                 )
                 .await?,
             ])
@@ -336,6 +390,7 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
             clients,
             in_flight,
             seconds,
+            server_pid,
         } => {
             let t = target.target(clients).await?;
             Ok(vec![
@@ -346,6 +401,7 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
                     in_flight,
                     std::time::Duration::from_secs(seconds),
                     &target.sources(),
+                    server_pid,
                 )
                 .await?,
             ])
