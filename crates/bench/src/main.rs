@@ -170,6 +170,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Creates devices `0..N` on the hub (bulk REST, 100 per request; existing
+    /// devices are kept).
+    Create {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        devices: usize,
+    },
     /// N clients connect over MQTT/TLS and stay idle: connect rate, failures,
     /// latency, and the server's RSS per idle connection (with --server-pid).
     Connect {
@@ -305,6 +313,14 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
             out,
         } => {
             render(&results, &command, findings.as_deref(), &out)?;
+            Ok(Vec::new())
+        }
+        Command::Create {
+            mut target,
+            devices,
+        } => {
+            target.create = true;
+            target.hub(devices).await?;
             Ok(Vec::new())
         }
         Command::Connect {
