@@ -32,5 +32,16 @@ echo "==> pip install -r tests/sdk/python/requirements.txt"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   -r tests/sdk/python/requirements.txt
 
+echo "==> cargo bench --workspace --no-run (the micro-benchmarks keep compiling)"
+cargo bench --workspace --no-run
+
 echo "==> cargo test --workspace"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run: cargo prints a summary per test binary, and
+# the last one (a doc-test binary) often counts zero tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
