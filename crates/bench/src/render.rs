@@ -219,6 +219,37 @@ fn connects(results: &[Value], out: &mut String, targets: &mut Vec<Target>) {
     }
 }
 
+/// Desired notifications, twin GETs and queries at a glance.
+fn service_side(results: &[Value], out: &mut String) {
+    out.push_str("\n## Service side: desired notifications, twin GETs, queries\n\nDesired: the notification is published by the committer at the moment the PATCH's caller is woken, so it usually reaches the device before the REST response reaches the service client; those samples count as 0 (1 µs). `REST request -> notification` is the end-to-end time.\n\n| scenario | figure | value |\n|---|---|---|\n");
+    let rows: [(&str, &str, &str); 14] = [
+        ("desired", "achieved patch rate", "/s"),
+        ("desired", "REST response -> notification p50", "ms"),
+        ("desired", "REST response -> notification p99", "ms"),
+        ("desired", "REST request -> notification p99", "ms"),
+        ("desired", "notifications missing", ""),
+        ("get", "twin GETs/s", "/s"),
+        ("get", "GET /twins/{id} p99", "ms"),
+        ("query", "load: twins/s", "/s"),
+        ("query", "restart to ready", "s"),
+        ("query", "hub RSS after restart", "MiB"),
+        ("query", "hub RSS per twin", "B"),
+        ("query", "selective first page (100 rows) p50", "ms"),
+        ("query", "selective second page (continuation) p50", "ms"),
+        ("query", "full-scan GROUP BY p50", "ms"),
+    ];
+    for (scenario, name, unit) in rows {
+        if let Some(r) = find(results, scenario, &[]).last() {
+            let _ = writeln!(
+                out,
+                "| {scenario} ({}) | {name} | {} {unit} |",
+                params_text(r),
+                opt(figure(r, name))
+            );
+        }
+    }
+}
+
 /// Every figure of every report, in order.
 fn all_figures(results: &[Value], out: &mut String) {
     out.push_str("\n## Every figure\n");
@@ -260,6 +291,7 @@ pub(crate) fn render(results: &[Value], command: &str, findings: &str) -> String
     pipelined_pairs(results, &mut out, &mut targets);
     connects(results, &mut out, &mut targets);
 
+    service_side(results, &mut out);
     let desired = find(results, "desired", &[]);
     if let Some(d) = desired.first() {
         targets.push(Target {
