@@ -25,9 +25,33 @@ fn table(space: Space) -> &'static str {
     }
 }
 
+/// The database holds every device's keys, so it is created owner-only (mode
+/// 0600) before SQLite opens it; SQLite gives the `-wal` and `-shm` files it creates
+/// the database file's mode. Files an older version left readable are tightened.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::fs::{OpenOptions, Permissions};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        restrict_to_owner(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(backend)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -93,6 +117,34 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinhub.db");
+        let mode = |suffix: &str| {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        store
+            .commit(&[Mutation::Put {
+                space: Space::Devices,
+                key: "d".into(),
+                value: b"keys".to_vec(),
+            }])
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "twinhub.db{suffix}");
+        }
+        drop(store);
+        // A database an older version created world-readable is tightened on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(""), 0o600);
+    }
 
     #[test]
     fn sqlite_passes_the_conformance_kit() {
