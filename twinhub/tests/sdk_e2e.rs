@@ -78,6 +78,16 @@ fn node_auth() {
 }
 
 #[test]
+fn node_queries() {
+    run_script(Lang::Node, "queries");
+}
+
+#[test]
+fn python_queries() {
+    run_script(Lang::Python, "queries");
+}
+
+#[test]
 fn python_registry() {
     run_script(Lang::Python, "registry");
 }
