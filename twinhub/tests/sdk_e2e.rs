@@ -88,6 +88,26 @@ fn python_queries() {
 }
 
 #[test]
+fn node_device_mqtt() {
+    run_script_with(Lang::Node, "device_twin", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn node_device_websockets() {
+    run_script_with(Lang::Node, "device_twin", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
+#[test]
+fn python_device_mqtt() {
+    run_script_with(Lang::Python, "device_twin", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn python_device_websockets() {
+    run_script_with(Lang::Python, "device_twin", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
+#[test]
 fn python_registry() {
     run_script(Lang::Python, "registry");
 }
@@ -161,6 +181,12 @@ fn repo_root() -> PathBuf {
 }
 
 fn run_script(lang: Lang, name: &str) {
+    run_script_with(lang, name, &[]);
+}
+
+/// Like [`run_script`], with extra environment variables (which also go into the
+/// device-id prefix, so variants of one script never share devices).
+fn run_script_with(lang: Lang, name: &str, extra_env: &[(&str, &str)]) {
     let guard = hub();
     let hub = guard.get();
     let root = repo_root();
@@ -184,13 +210,21 @@ fn run_script(lang: Lang, name: &str) {
             )
         }
     };
-    let out_path = hub.work_dir.join(format!("{lang_name}-{name}.stdout"));
-    let err_path = hub.work_dir.join(format!("{lang_name}-{name}.stderr"));
+    let variant: String = extra_env.iter().map(|(_, v)| format!("-{v}")).collect();
+    let out_path = hub.work_dir.join(format!("{lang_name}-{name}{variant}.stdout"));
+    let err_path = hub.work_dir.join(format!("{lang_name}-{name}{variant}.stderr"));
     let mut cmd = Command::new(program);
     cmd.arg(&script)
         .current_dir(&root)
         .envs(hub.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("TEST_PREFIX", format!("{lang_name}-{name}-"))
+        .envs(extra_env.iter().copied())
+        .env(
+            "TEST_PREFIX",
+            format!(
+                "{lang_name}-{name}-{}",
+                extra_env.iter().map(|(_, v)| format!("{v}-")).collect::<String>()
+            ),
+        )
         .env(ca_var, hub.data_dir.join("ca.pem"))
         .env("NO_PROXY", "localhost,127.0.0.1")
         .env("no_proxy", "localhost,127.0.0.1")
