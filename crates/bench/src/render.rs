@@ -117,8 +117,8 @@ impl Target {
 
 fn pipelined_pairs(results: &[Value], out: &mut String, targets: &mut Vec<Target>) {
     out.push_str("\n## Reported patches vs plain QoS 1 publishes\n\n");
-    out.push_str("Twinhub: a reported-properties PATCH per round trip, ended by the hub's `204` (durable: committed and fsynced). Mosquitto: a QoS 1 PUBLISH ended by its PUBACK (persistence off). Same client code, TLS and payloads (~200 B JSON).\n\n");
-    out.push_str("| clients × in flight | Twinhub round trips/s | p50 / p99 / p99.9 ms | mosquitto acks/s | p50 / p99 / p99.9 ms | Twinhub / mosquitto | hub CPU µs/op | mosquitto CPU µs/op |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("Twinhub: a reported-properties PATCH per round trip, ended by the hub's `204` (durable: committed and fsynced). Mosquitto: a QoS 1 PUBLISH ended by its PUBACK (persistence off). Same client code, TLS and payloads (~200 B JSON). \"Cores busy\" is CPU seconds per second over the run (2 cores in all): with many patches in flight the hub is the bottleneck (the bench uses a fraction of a core); with few in flight (10 × 2) the fsync per group commit bounds the rate; against mosquitto (single-threaded) server and bench share the machine about evenly, so mosquitto's figures are, if anything, understated.\n\n");
+    out.push_str("| clients × in flight | Twinhub round trips/s | p50 / p99 / p99.9 ms | mosquitto acks/s | p50 / p99 / p99.9 ms | Twinhub / mosquitto | hub CPU µs/op | mosquitto CPU µs/op | cores busy: hub / bench | cores busy: mosquitto / bench |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in find(results, "reported", &[]) {
         let (c, w) = (
             r["params"]["clients"].clone(),
@@ -140,9 +140,16 @@ fn pipelined_pairs(results: &[Value], out: &mut String, targets: &mut Vec<Target
             )
         };
         let mosq_rate = m.and_then(|m| figure(m, "QoS 1 publishes acked/s"));
+        let cores = |r: &Value| {
+            format!(
+                "{} / {}",
+                opt(figure(r, "server CPU (cores busy)")),
+                opt(figure(r, "bench CPU (cores busy)"))
+            )
+        };
         let _ = writeln!(
             out,
-            "| {c} × {w} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {c} × {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             opt(twin),
             lat(r),
             opt(mosq_rate),
@@ -153,6 +160,8 @@ fn pipelined_pairs(results: &[Value], out: &mut String, targets: &mut Vec<Target
                 || "n/a".into(),
                 |m| opt(figure(m, "server CPU per operation"))
             ),
+            cores(r),
+            m.map_or_else(|| "n/a".into(), |m| cores(m)),
         );
         targets.push(Target {
             what: format!("reported round trips/s at {c}×{w} vs mosquitto QoS 1"),
