@@ -159,10 +159,13 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
         tasks.spawn(twinhub_http::server::serve(
             listener,
             None,
-            app,
+            app.clone(),
             stopped.clone(),
         ));
     }
+    // The listeners hold their own handles; this one would keep the committer
+    // (and so the process) alive past shutdown.
+    drop(app);
     tracing::info!(
         host = %hub.config().primary_host(),
         https_port = args.https_port,
