@@ -69,10 +69,10 @@ fn run<S: Store>(mut store: S, rx: mpsc::Receiver<Job>) {
         // After a failure nothing more is committed: acknowledging later writes while
         // earlier ones were lost would break the order callers rely on.
         if failed.is_none() {
-            let batch: Vec<Mutation> = jobs
-                .iter_mut()
-                .flat_map(|j| std::mem::take(&mut j.mutations))
-                .collect();
+            let batch = last_per_key(
+                jobs.iter_mut()
+                    .flat_map(|j| std::mem::take(&mut j.mutations)),
+            );
             if let Err(e) = store.commit(&batch) {
                 tracing::error!(error = %e, "commit failed; the hub stops acknowledging writes");
                 failed = Some(e);
@@ -83,6 +83,25 @@ fn run<S: Store>(mut store: S, rx: mpsc::Receiver<Job>) {
             (job.done)(result);
         }
     }
+}
+
+/// Keeps only the last mutation of each key: a device written ten times while
+/// the previous commit ran is stored once, with its latest state.
+fn last_per_key(mutations: impl DoubleEndedIterator<Item = Mutation>) -> Vec<Mutation> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Mutation> = mutations
+        .rev()
+        .filter(|m| {
+            let key = match m {
+                Mutation::Put { space, key, .. } | Mutation::Delete { space, key } => {
+                    (*space, key.clone())
+                }
+            };
+            seen.insert(key)
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 #[cfg(test)]
@@ -117,6 +136,36 @@ mod tests {
         // The last write of each key wins.
         assert_eq!(rows.len(), 7);
         assert!(rows.contains(&("k0".to_string(), b"497".to_vec())));
+    }
+
+    #[test]
+    fn only_the_last_write_of_a_key_is_kept_in_order() {
+        let put = |k: &str, v: &str| Mutation::Put {
+            space: Space::Devices,
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let del = |k: &str| Mutation::Delete {
+            space: Space::Devices,
+            key: k.into(),
+        };
+        let session = Mutation::Put {
+            space: Space::Sessions,
+            key: "a".into(),
+            value: b"s".to_vec(),
+        };
+        let kept = last_per_key(
+            vec![
+                put("a", "1"),
+                put("b", "1"),
+                session.clone(),
+                put("a", "2"),
+                del("b"),
+                put("c", "1"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(kept, vec![session, put("a", "2"), del("b"), put("c", "1")]);
     }
 
     struct Failing;
