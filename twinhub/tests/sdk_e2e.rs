@@ -88,6 +88,16 @@ fn python_queries() {
 }
 
 #[test]
+fn node_query() {
+    run_script(Lang::Node, "query");
+}
+
+#[test]
+fn python_query() {
+    run_script(Lang::Python, "query");
+}
+
+#[test]
 fn node_device_mqtt() {
     run_script_with(Lang::Node, "device_twin", &[("DEVICE_TRANSPORT", "mqtt")]);
 }
@@ -211,8 +221,12 @@ fn run_script_with(lang: Lang, name: &str, extra_env: &[(&str, &str)]) {
         }
     };
     let variant: String = extra_env.iter().map(|(_, v)| format!("-{v}")).collect();
-    let out_path = hub.work_dir.join(format!("{lang_name}-{name}{variant}.stdout"));
-    let err_path = hub.work_dir.join(format!("{lang_name}-{name}{variant}.stderr"));
+    let out_path = hub
+        .work_dir
+        .join(format!("{lang_name}-{name}{variant}.stdout"));
+    let err_path = hub
+        .work_dir
+        .join(format!("{lang_name}-{name}{variant}.stderr"));
     let mut cmd = Command::new(program);
     cmd.arg(&script)
         .current_dir(&root)
@@ -222,7 +236,10 @@ fn run_script_with(lang: Lang, name: &str, extra_env: &[(&str, &str)]) {
             "TEST_PREFIX",
             format!(
                 "{lang_name}-{name}-{}",
-                extra_env.iter().map(|(_, v)| format!("{v}-")).collect::<String>()
+                extra_env
+                    .iter()
+                    .map(|(_, v)| format!("{v}-"))
+                    .collect::<String>()
             ),
         )
         .env(ca_var, hub.data_dir.join("ca.pem"))

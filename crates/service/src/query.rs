@@ -7,7 +7,8 @@
 //! query sees every acknowledged write (read-your-writes).
 //!
 //! Twins are rendered for evaluation without `$metadata` (the costly part) unless
-//! the query mentions it; only twins that match are rendered whole.
+//! the query mentions it or projects a whole properties section; only twins that
+//! match are rendered whole.
 
 use crate::state::{lock, DeviceRecord, Hub, Shard};
 use serde_json::Value;
@@ -17,7 +18,8 @@ use std::ops::Bound;
 use std::sync::Mutex;
 use twinhub_core::{ErrorCode, HubError};
 use twinhub_query::{
-    execute_page, Collection, ItemType, PageError, Query, ScanRequest, TwinSource,
+    execute_page, Collection, Expr, ItemType, PageError, Projection, Query, ScanRequest, Select,
+    TwinSource,
 };
 
 /// Twins read from one shard per refill.
@@ -57,7 +59,8 @@ impl Hub {
         let source = HubTwins {
             hub: self,
             query: &query,
-            needs_metadata: query.to_string().to_ascii_lowercase().contains("$metadata"),
+            needs_metadata: query.to_string().to_ascii_lowercase().contains("$metadata")
+                || projects_a_section(&query),
         };
         let continuation = continuation.filter(|c| !c.is_empty());
         let page = execute_page(&query, &source, continuation, page_size).map_err(|e| match e {
@@ -73,6 +76,25 @@ impl Hub {
             continuation: page.continuation,
         })
     }
+}
+
+/// True when a select item is `properties`, `properties.desired` or
+/// `properties.reported`: projected whole, a section keeps its `$metadata`
+/// (spec §7.7), so such rows must come from the full rendering.
+fn projects_a_section(query: &Query) -> bool {
+    let Select::Items(items) = &query.select else {
+        return false;
+    };
+    items.iter().any(|item| match &item.value {
+        Projection::Expr(Expr::Path(path)) => match path.segments() {
+            [first] => first.folded() == "properties",
+            [first, second] => {
+                first.folded() == "properties" && matches!(second.folded(), "desired" | "reported")
+            }
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// The hub's twins as a query source.
