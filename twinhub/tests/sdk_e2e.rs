@@ -78,16 +78,6 @@ fn node_auth() {
 }
 
 #[test]
-fn node_queries() {
-    run_script(Lang::Node, "queries");
-}
-
-#[test]
-fn python_queries() {
-    run_script(Lang::Python, "queries");
-}
-
-#[test]
 fn node_query() {
     run_script(Lang::Node, "query");
 }
