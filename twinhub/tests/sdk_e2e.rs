@@ -107,6 +107,29 @@ fn python_device_websockets() {
     run_script_with(Lang::Python, "device_twin", &[("DEVICE_TRANSPORT", "ws")]);
 }
 
+/// `device.js` / `device.py`: the device endpoint through the official device
+/// SDKs with a traced wire (twin GET shape, reported and desired patches,
+/// presence, a server-side kick survived without re-subscribing, refusals).
+#[test]
+fn node_device_sdk_mqtt() {
+    run_script_with(Lang::Node, "device", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn node_device_sdk_ws() {
+    run_script_with(Lang::Node, "device", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
+#[test]
+fn python_device_sdk_mqtt() {
+    run_script_with(Lang::Python, "device", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn python_device_sdk_ws() {
+    run_script_with(Lang::Python, "device", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
 #[test]
 fn python_registry() {
     run_script(Lang::Python, "registry");
