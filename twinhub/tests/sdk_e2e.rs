@@ -87,46 +87,26 @@ fn python_query() {
     run_script(Lang::Python, "query");
 }
 
-#[test]
-fn node_device_mqtt() {
-    run_script_with(Lang::Node, "device_twin", &[("DEVICE_TRANSPORT", "mqtt")]);
-}
-
-#[test]
-fn node_device_websockets() {
-    run_script_with(Lang::Node, "device_twin", &[("DEVICE_TRANSPORT", "ws")]);
-}
-
-#[test]
-fn python_device_mqtt() {
-    run_script_with(Lang::Python, "device_twin", &[("DEVICE_TRANSPORT", "mqtt")]);
-}
-
-#[test]
-fn python_device_websockets() {
-    run_script_with(Lang::Python, "device_twin", &[("DEVICE_TRANSPORT", "ws")]);
-}
-
 /// `device.js` / `device.py`: the device endpoint through the official device
 /// SDKs with a traced wire (twin GET shape, reported and desired patches,
 /// presence, a server-side kick survived without re-subscribing, refusals).
 #[test]
-fn node_device_sdk_mqtt() {
+fn node_device_mqtt() {
     run_script_with(Lang::Node, "device", &[("DEVICE_TRANSPORT", "mqtt")]);
 }
 
 #[test]
-fn node_device_sdk_ws() {
+fn node_device_websockets() {
     run_script_with(Lang::Node, "device", &[("DEVICE_TRANSPORT", "ws")]);
 }
 
 #[test]
-fn python_device_sdk_mqtt() {
+fn python_device_mqtt() {
     run_script_with(Lang::Python, "device", &[("DEVICE_TRANSPORT", "mqtt")]);
 }
 
 #[test]
-fn python_device_sdk_ws() {
+fn python_device_websockets() {
     run_script_with(Lang::Python, "device", &[("DEVICE_TRANSPORT", "ws")]);
 }
 
