@@ -172,6 +172,28 @@ fn merge(
     changed
 }
 
+/// The merge patch that turns `old` into `new`: `new`'s members, with `null` for
+/// every key `old` has and `new` lacks, at any depth where both hold an object. A
+/// device that merges it into its copy of `old` ends with exactly `new`.
+fn replacement_patch(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = new.clone();
+    for (key, old_value) in old {
+        match (old_value, new.get(key)) {
+            (_, None) => {
+                patch.insert(key.clone(), Value::Null);
+            }
+            (Value::Object(old_child), Some(Value::Object(new_child))) => {
+                patch.insert(
+                    key.clone(),
+                    Value::Object(replacement_patch(old_child, new_child)),
+                );
+            }
+            _ => {}
+        }
+    }
+    patch
+}
+
 /// Copies a replacement document without its `null` members (which mean "absent").
 fn without_nulls(obj: &Map<String, Value>) -> Map<String, Value> {
     obj.iter()
@@ -359,8 +381,9 @@ impl Twin {
     /// Applies a service `PUT /twins/{id}` body: `tags` and `properties.desired`
     /// become exactly what the body holds (an omitted section becomes empty).
     ///
-    /// Devices are told the new desired document plus `null` for every top-level
-    /// key that disappeared, so that clients which merge notifications converge.
+    /// Devices are told the new desired document plus `null` for every key that
+    /// disappeared, at any depth, so that clients which merge notifications
+    /// converge on the new document.
     pub fn replace(
         &mut self,
         body: &Value,
@@ -384,12 +407,7 @@ impl Twin {
         json::check_size(&desired, limits.max_desired_bytes, "properties.desired")?;
 
         let version = self.desired.version + 1;
-        let mut notification = desired.clone();
-        for key in self.desired.values.keys() {
-            if !desired.contains_key(key) {
-                notification.insert(key.clone(), Value::Null);
-            }
-        }
+        let mut notification = replacement_patch(&self.desired.values, &desired);
         notification.insert("$version".into(), Value::from(version));
 
         let mut metadata = Metadata::for_value(&Value::Object(desired.clone()), now, Some(version));

@@ -186,7 +186,7 @@ fn replace_sets_exact_sections_and_notifies_removals() {
         .unwrap();
     assert_eq!(
         out.desired_notification,
-        Some(json!({"a": {"y": 2}, "b": null, "$version": 3}))
+        Some(json!({"a": {"y": 2, "x": null}, "b": null, "$version": 3}))
     );
     assert_eq!(
         twin.desired().values(),
@@ -336,6 +336,19 @@ proptest! {
             assert_metadata_mirrors(twin.desired().values(), &rendered["properties"]["desired"]["$metadata"]);
             assert_metadata_mirrors(twin.reported().values(), &rendered["properties"]["reported"]["$metadata"]);
         }
+    }
+
+    #[test]
+    fn merging_a_replace_notification_gives_the_new_document(p in patch(), r in patch()) {
+        let mut twin = Twin::new(t(0));
+        twin.apply_service_patch(&json!({"properties": {"desired": Value::Object(p)}}), t(1), &limits()).unwrap();
+        let mut device_copy = twin.desired().values().clone();
+        let out = twin.replace(&json!({"properties": {"desired": Value::Object(r)}}), t(2), &limits()).unwrap();
+        let mut note = out.desired_notification.unwrap().as_object().unwrap().clone();
+        note.remove("$version");
+        let mut scratch = Metadata::new(t(2), None);
+        merge(&mut device_copy, &mut scratch, &note, t(2), None);
+        prop_assert_eq!(&device_copy, twin.desired().values());
     }
 
     #[test]
