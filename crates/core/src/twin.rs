@@ -102,6 +102,16 @@ impl Section {
         self.version
     }
 
+    /// The section as REST returns it: properties, `$metadata`, `$version`.
+    pub fn to_json(&self) -> Value {
+        self.render_full(true)
+    }
+
+    /// The section's `$metadata` object as REST returns it.
+    pub fn metadata_json(&self) -> Value {
+        self.metadata.render(&self.values)
+    }
+
     /// The section as REST returns it: properties, `$metadata` (when asked for),
     /// `$version`.
     fn render_full(&self, metadata: bool) -> Value {

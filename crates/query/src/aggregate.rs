@@ -18,7 +18,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::{Map, Value};
 
 use crate::ast::{Aggregate, Path, Projection, Query};
-use crate::eval::{eval, number_to_json, resolve, Datum};
+use crate::document::Document;
+use crate::eval::{eval, number_to_json, Datum};
+use crate::page::ResumeKey;
 use crate::select::{name_items, ItemName, NamedItem};
 
 /// Running state of one aggregate in one group.
@@ -86,6 +88,39 @@ impl Accumulator {
         }
     }
 
+    /// Combines the state of the same aggregate over another part of the twins.
+    fn merge(&mut self, other: &Accumulator) {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+            (
+                Accumulator::Numeric {
+                    sum,
+                    count,
+                    min,
+                    max,
+                    poisoned,
+                    ..
+                },
+                Accumulator::Numeric {
+                    sum: other_sum,
+                    count: other_count,
+                    min: other_min,
+                    max: other_max,
+                    poisoned: other_poisoned,
+                    ..
+                },
+            ) => {
+                *sum += other_sum;
+                *count += other_count;
+                *min = min.min(*other_min);
+                *max = max.max(*other_max);
+                *poisoned |= *other_poisoned;
+            }
+            // Both parts come from the same query: the kinds always agree.
+            _ => {}
+        }
+    }
+
     fn result(&self) -> Option<Value> {
         match *self {
             Accumulator::Count(n) => Some(Value::from(n)),
@@ -113,22 +148,32 @@ impl Accumulator {
     }
 }
 
-/// One group: its key (`None` = undefined), the stored name of the key's last segment and
-/// the accumulators, one per select item (unused for non-aggregate items).
+/// One group: its key (`None` = undefined), the stored name of the key's last segment,
+/// the accumulators, one per select item (unused for non-aggregate items), and — when
+/// twins arrive out of key order — the smallest twin key seen in it.
 #[derive(Debug)]
 struct Group {
     key: Option<Value>,
     key_name: String,
     accumulators: Vec<Accumulator>,
+    first: Option<ResumeKey>,
 }
 
 /// Accumulates twins into the rows of an aggregate or GROUP BY query.
+///
+/// Groups come out in first-seen order of the scan. A source may fold its twins in
+/// several parts and in any order ([`crate::TwinSource::fold`]); each part then records
+/// per group the smallest twin key it saw ([`Aggregation::add_keyed`]), and the merged
+/// groups are ordered by it, which is the first-seen order of a scan in key order. The
+/// key's name and value come from that first twin too.
 pub(crate) struct Aggregation<'q> {
     items: Vec<NamedItem<'q>>,
     group_by: Option<&'q Path>,
     groups: Vec<Group>,
     /// Hash of a group key → indices into `groups` with that hash.
     index: HashMap<u64, Vec<usize>>,
+    /// Set once parts were merged: the rows must be ordered by first key.
+    merged: bool,
 }
 
 impl<'q> Aggregation<'q> {
@@ -138,15 +183,21 @@ impl<'q> Aggregation<'q> {
             group_by: query.group_by.as_ref(),
             groups: Vec::new(),
             index: HashMap::new(),
+            merged: false,
         };
         if aggregation.group_by.is_none() {
             // The single row exists even when no twin matches.
-            aggregation.new_group(None, String::new());
+            aggregation.new_group(None, String::new(), None);
         }
         aggregation
     }
 
-    fn new_group(&mut self, key: Option<Value>, key_name: String) -> usize {
+    fn new_group(
+        &mut self,
+        key: Option<Value>,
+        key_name: String,
+        first: Option<ResumeKey>,
+    ) -> usize {
         let accumulators = self
             .items
             .iter()
@@ -155,40 +206,85 @@ impl<'q> Aggregation<'q> {
                 Projection::Expr(_) => Accumulator::Count(0),
             })
             .collect();
+        let i = self.groups.len();
         self.groups.push(Group {
             key,
             key_name,
             accumulators,
+            first,
         });
-        self.groups.len() - 1
+        if self.group_by.is_some() {
+            let hash = key_hash(
+                self.groups
+                    .get(i)
+                    .and_then(|g| g.key.as_ref())
+                    .map(Datum::from_json)
+                    .as_ref(),
+            );
+            self.index.entry(hash).or_default().push(i);
+        }
+        i
     }
 
-    fn group_of(&mut self, twin: &Value) -> usize {
-        let Some(path) = self.group_by else {
-            return 0;
-        };
-        let resolved = resolve(twin, path);
-        let key = resolved.map(|(_, v)| v);
-        let hash = key_hash(key);
-        let found = self.index.get(&hash).and_then(|candidates| {
+    /// The index of the group whose key equals `key`.
+    fn find(&self, key: Option<&Datum<'_>>) -> Option<usize> {
+        self.index.get(&key_hash(key)).and_then(|candidates| {
             candidates.iter().copied().find(|&i| {
                 self.groups
                     .get(i)
                     .is_some_and(|g| same_key(g.key.as_ref(), key))
             })
-        });
-        if let Some(i) = found {
-            return i;
-        }
-        let name = resolved.map_or_else(String::new, |(k, _)| k.to_owned());
-        let i = self.new_group(key.cloned(), name);
-        self.index.entry(hash).or_default().push(i);
-        i
+        })
     }
 
-    /// Adds one twin that passed the collection filter and WHERE.
-    pub(crate) fn add(&mut self, twin: &Value) {
-        let group = self.group_of(twin);
+    fn group_of<D: Document + ?Sized>(&mut self, twin: &D, twin_key: Option<TwinKey<'_>>) -> usize {
+        let Some(path) = self.group_by else {
+            return 0;
+        };
+        let resolved = twin.resolve(path.segments());
+        let datum = resolved
+            .as_ref()
+            .map(|(_, field)| field.datum())
+            .filter(|d| !d.is_undefined());
+        let found = self.find(datum.as_ref());
+        let defined = datum.is_some();
+        let earlier = |group: &Group| match (twin_key, &group.first) {
+            (Some(key), Some(first)) => first.cmp_ref(key.0, key.1).is_gt(),
+            _ => false,
+        };
+        match found {
+            Some(i) if !self.groups.get(i).is_some_and(earlier) => i,
+            found => {
+                // A new group, or this twin precedes the group's first one: it names it.
+                let (name, key) = match resolved.filter(|_| defined) {
+                    Some((name, field)) => (name.into_owned(), Some(field.into_json())),
+                    None => (String::new(), None),
+                };
+                let first = twin_key.map(|(device, item)| ResumeKey {
+                    device_id: device.to_owned(),
+                    item_id: item.map(str::to_owned),
+                });
+                match found.and_then(|i| self.groups.get_mut(i).map(|g| (i, g))) {
+                    Some((i, group)) => {
+                        group.key = key;
+                        group.key_name = name;
+                        group.first = first;
+                        i
+                    }
+                    None => self.new_group(key, name, first),
+                }
+            }
+        }
+    }
+
+    /// Adds one twin that passed the collection filter and WHERE, in scan order.
+    pub(crate) fn add<D: Document + ?Sized>(&mut self, twin: &D) {
+        self.add_keyed(twin, None);
+    }
+
+    /// Adds one twin of a part folded out of key order, with the twin's key.
+    pub(crate) fn add_keyed<D: Document + ?Sized>(&mut self, twin: &D, key: Option<TwinKey<'_>>) {
+        let group = self.group_of(twin, key);
         let Some(group) = self.groups.get_mut(group) else {
             return;
         };
@@ -199,8 +295,44 @@ impl<'q> Aggregation<'q> {
         }
     }
 
+    /// Merges the groups of another part of the same query's scan.
+    pub(crate) fn merge(&mut self, other: Aggregation<'q>) {
+        self.merged = true;
+        for group in other.groups {
+            let found = if self.group_by.is_none() {
+                Some(0)
+            } else {
+                self.find(group.key.as_ref().map(Datum::from_json).as_ref())
+            };
+            let Some(mine) = found.and_then(|i| self.groups.get_mut(i)) else {
+                self.new_group(group.key, group.key_name, group.first);
+                if let Some(added) = self.groups.last_mut() {
+                    added.accumulators = group.accumulators;
+                }
+                continue;
+            };
+            for (a, b) in mine.accumulators.iter_mut().zip(&group.accumulators) {
+                a.merge(b);
+            }
+            let earlier = match (&group.first, &mine.first) {
+                (Some(theirs), Some(ours)) => theirs < ours,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if earlier {
+                mine.key = group.key;
+                mine.key_name = group.key_name;
+                mine.first = group.first;
+            }
+        }
+    }
+
     /// The result rows, one per group in first-seen order.
-    pub(crate) fn into_rows(self) -> Vec<Value> {
+    pub(crate) fn into_rows(mut self) -> Vec<Value> {
+        if self.merged {
+            // Groups never seen in a keyed part (only the no-GROUP-BY row) go first.
+            self.groups.sort_by(|a, b| a.first.cmp(&b.first));
+        }
         let items = self.items;
         self.groups
             .into_iter()
@@ -225,32 +357,33 @@ impl<'q> Aggregation<'q> {
     }
 }
 
+/// A twin's `(deviceId, moduleId)` (or `jobId`), borrowed.
+pub(crate) type TwinKey<'a> = (&'a str, Option<&'a str>);
+
 /// Hash consistent with [`same_key`]: numbers by value (with -0 = 0), objects and arrays all
 /// in one bucket (rare as group keys; `same_key` separates them).
-fn key_hash(key: Option<&Value>) -> u64 {
+fn key_hash(key: Option<&Datum<'_>>) -> u64 {
     let mut hasher = DefaultHasher::new();
     match key {
-        None => 0u8.hash(&mut hasher),
-        Some(Value::Null) => 1u8.hash(&mut hasher),
-        Some(Value::Bool(b)) => (2u8, b).hash(&mut hasher),
-        Some(Value::Number(n)) => {
-            let x = n.as_f64().unwrap_or(0.0);
-            let x = if x == 0.0 { 0.0 } else { x };
+        None | Some(Datum::Undefined) => 0u8.hash(&mut hasher),
+        Some(Datum::Null) => 1u8.hash(&mut hasher),
+        Some(Datum::Bool(b)) => (2u8, b).hash(&mut hasher),
+        Some(Datum::Number(x)) => {
+            let x = if *x == 0.0 { 0.0 } else { *x };
             (3u8, x.to_bits()).hash(&mut hasher);
         }
-        Some(Value::String(s)) => (4u8, s).hash(&mut hasher),
-        Some(Value::Array(_) | Value::Object(_)) => 5u8.hash(&mut hasher),
+        Some(Datum::Str(s)) => (4u8, s.as_ref()).hash(&mut hasher),
+        Some(Datum::Array(_) | Datum::Object(_)) => 5u8.hash(&mut hasher),
     }
     hasher.finish()
 }
 
 /// Group-key equality: `=` for primitives (numbers by value, strings exactly), undefined
 /// with undefined, and structural equality for objects and arrays.
-fn same_key(a: Option<&Value>, b: Option<&Value>) -> bool {
-    match (a, b) {
+fn same_key(group: Option<&Value>, key: Option<&Datum<'_>>) -> bool {
+    match (group, key) {
         (None, None) => true,
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
-        (Some(x), Some(y)) => x == y,
+        (Some(g), Some(k)) => Datum::from_json(g) == *k,
         _ => false,
     }
 }

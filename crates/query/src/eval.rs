@@ -11,7 +11,8 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
 
-use crate::ast::{ArithmeticOp, CompareOp, Expr, Literal, Path, Segment};
+use crate::ast::{ArithmeticOp, CompareOp, Expr, Literal, Segment};
+use crate::document::Document;
 use crate::function::call;
 
 /// The result of an expression: a JSON value (borrowed where it can be) or undefined.
@@ -22,8 +23,9 @@ pub(crate) enum Datum<'a> {
     Bool(bool),
     Number(f64),
     Str(Cow<'a, str>),
-    Object(&'a Map<String, Value>),
-    Array(&'a [Value]),
+    /// Borrowed from the document, or owned when the document built it on demand.
+    Object(Cow<'a, Map<String, Value>>),
+    Array(Cow<'a, [Value]>),
 }
 
 impl<'a> Datum<'a> {
@@ -33,8 +35,19 @@ impl<'a> Datum<'a> {
             Value::Bool(b) => Datum::Bool(*b),
             Value::Number(n) => n.as_f64().map_or(Datum::Undefined, Datum::Number),
             Value::String(s) => Datum::Str(Cow::Borrowed(s)),
-            Value::Array(a) => Datum::Array(a),
-            Value::Object(o) => Datum::Object(o),
+            Value::Array(a) => Datum::Array(Cow::Borrowed(a)),
+            Value::Object(o) => Datum::Object(Cow::Borrowed(o)),
+        }
+    }
+
+    pub(crate) fn from_owned_json(value: Value) -> Datum<'a> {
+        match value {
+            Value::String(s) => Datum::Str(Cow::Owned(s)),
+            Value::Array(a) => Datum::Array(Cow::Owned(a)),
+            Value::Object(o) => Datum::Object(Cow::Owned(o)),
+            Value::Null => Datum::Null,
+            Value::Bool(b) => Datum::Bool(b),
+            Value::Number(n) => n.as_f64().map_or(Datum::Undefined, Datum::Number),
         }
     }
 
@@ -75,7 +88,7 @@ impl<'a> Datum<'a> {
             Datum::Bool(b) => Value::Bool(*b),
             Datum::Number(n) => number_to_json(*n)?,
             Datum::Str(s) => Value::String(s.clone().into_owned()),
-            Datum::Object(o) => Value::Object((*o).clone()),
+            Datum::Object(o) => Value::Object(o.as_ref().clone()),
             Datum::Array(a) => Value::Array(a.to_vec()),
         })
     }
@@ -90,22 +103,6 @@ pub(crate) fn number_to_json(n: f64) -> Option<Value> {
     } else {
         Number::from_f64(n).map(Value::Number)
     }
-}
-
-/// Resolves `path` against `root`: the stored key of the last segment and its value, or
-/// `None` (undefined) when a segment is missing or applied to a non-object.
-pub(crate) fn resolve<'a>(root: &'a Value, path: &Path) -> Option<(&'a str, &'a Value)> {
-    let mut current = root;
-    let mut key = "";
-    for segment in path.segments() {
-        let Value::Object(map) = current else {
-            return None;
-        };
-        let (k, v) = lookup(map, segment)?;
-        key = k;
-        current = v;
-    }
-    Some((key, current))
 }
 
 /// Objects up to this many keys are searched linearly. Twin objects are small, and a scan
@@ -226,12 +223,12 @@ fn arithmetic(op: ArithmeticOp, left: &Datum<'_>, right: &Datum<'_>) -> Datum<'s
 }
 
 /// Evaluates `expr` against `twin`.
-pub(crate) fn eval<'a>(expr: &'a Expr, twin: &'a Value) -> Datum<'a> {
+pub(crate) fn eval<'a, D: Document + ?Sized>(expr: &'a Expr, twin: &'a D) -> Datum<'a> {
     match expr {
         Expr::Literal(literal) => Datum::from_literal(literal),
-        Expr::Path(path) => {
-            resolve(twin, path).map_or(Datum::Undefined, |(_, v)| Datum::from_json(v))
-        }
+        Expr::Path(path) => twin
+            .resolve(path.segments())
+            .map_or(Datum::Undefined, |(_, field)| field.into_datum()),
         Expr::Neg(operand) => match eval(operand, twin) {
             Datum::Number(n) => Datum::Number(-n),
             _ => Datum::Undefined,
@@ -298,7 +295,7 @@ pub(crate) fn eval<'a>(expr: &'a Expr, twin: &'a Value) -> Datum<'a> {
 }
 
 /// The WHERE rule (spec §7.3): a row is selected only when the condition is exactly `true`.
-pub(crate) fn is_selected(condition: Option<&Expr>, twin: &Value) -> bool {
+pub(crate) fn is_selected<D: Document + ?Sized>(condition: Option<&Expr>, twin: &D) -> bool {
     condition.is_none_or(|c| eval(c, twin) == Datum::Bool(true))
 }
 

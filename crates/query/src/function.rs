@@ -7,14 +7,17 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use crate::ast::{Expr, Function};
+use crate::document::Document;
 use crate::eval::{eval, Datum};
 
 /// Calls `function` with `args` (arity already checked by the parser; a missing argument
 /// of a hand-built tree reads as undefined).
-pub(crate) fn call<'a>(function: Function, args: &'a [Expr], twin: &'a Value) -> Datum<'a> {
+pub(crate) fn call<'a, D: Document + ?Sized>(
+    function: Function,
+    args: &'a [Expr],
+    twin: &'a D,
+) -> Datum<'a> {
     let arg = |i: usize| args.get(i).map_or(Datum::Undefined, |e| eval(e, twin));
     match function {
         Function::IsDefined => Datum::Bool(!arg(0).is_undefined()),

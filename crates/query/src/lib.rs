@@ -14,6 +14,8 @@
 //!   MIN/MAX and GROUP BY (§7.8).
 //! - `page`: the stateless paged executor ([`execute_page`]), [`TwinSource`],
 //!   continuation tokens and the `x-ms-max-item-count` rule (§3).
+//! - `document`: [`Document`], what queries evaluate over (a borrowed view of a twin, or a
+//!   `serde_json::Value`), and [`Field`], what a path resolves to.
 //! - `hint`: necessary conditions a store may push down into an index ([`ScanHint`]).
 //!
 //! # Serving a request
@@ -32,6 +34,7 @@
 
 mod aggregate;
 mod ast;
+mod document;
 pub mod error;
 mod eval;
 mod function;
@@ -49,6 +52,7 @@ pub use ast::{
     Aggregate, ArithmeticOp, Collection, CompareOp, Expr, Function, Literal, Path, Projection,
     Query, Segment, Select, SelectItem,
 };
+pub use document::{descend, lookup, resolve_json, Document, Field};
 pub use error::{QueryError, QueryErrorKind, MAX_EXPRESSION_DEPTH, MAX_QUERY_LENGTH};
 pub use hint::{HintCondition, ScanHint};
 pub use page::{
@@ -99,7 +103,7 @@ impl Query {
     }
 
     /// True when `document` is in the query's collection and satisfies WHERE.
-    pub fn matches(&self, document: &Value) -> bool {
+    pub fn matches<D: Document + ?Sized>(&self, document: &D) -> bool {
         select::admits(self.collection, document)
             && eval::is_selected(self.condition.as_ref(), document)
     }
@@ -114,7 +118,7 @@ impl Query {
 /// without paging. Meant for tests and small in-memory sets; the server uses
 /// [`execute_page`].
 pub fn evaluate<'t>(query: &Query, documents: impl IntoIterator<Item = &'t Value>) -> Vec<Value> {
-    let selected = documents.into_iter().filter(|d| query.matches(d));
+    let selected = documents.into_iter().filter(|d| query.matches(*d));
     let limit = query
         .top
         .map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));

@@ -16,10 +16,10 @@
 //! text; a token presented with another query is rejected. They stay valid when the page
 //! size changes between pages (the Azure CLI does that).
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::convert::Infallible;
-use std::fmt::{self, Display, Formatter};
+use std::fmt::{self, Debug, Display, Formatter};
+use std::ops::ControlFlow;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -30,8 +30,9 @@ use thiserror::Error;
 
 use crate::aggregate::Aggregation;
 use crate::ast::{Collection, Query, Select};
+use crate::document::Document;
 use crate::error::QueryError;
-use crate::eval::{field, is_selected};
+use crate::eval::is_selected;
 use crate::hint::ScanHint;
 use crate::parser::validate;
 use crate::select::{admits, name_items, project};
@@ -84,7 +85,7 @@ pub struct ResumeKey {
 
 impl ResumeKey {
     /// The key of `document` in `collection`, `None` when the ids are missing.
-    pub fn of(collection: Collection, document: &Value) -> Option<ResumeKey> {
+    pub fn of<D: Document + ?Sized>(collection: Collection, document: &D) -> Option<ResumeKey> {
         let (device, item) = key_ref(collection, document)?;
         Some(ResumeKey {
             device_id: device.to_owned(),
@@ -92,46 +93,88 @@ impl ResumeKey {
         })
     }
 
-    fn cmp_ref(&self, device: &str, item: Option<&str>) -> Ordering {
+    pub(crate) fn cmp_ref(&self, device: &str, item: Option<&str>) -> Ordering {
         (self.device_id.as_str(), self.item_id.as_deref()).cmp(&(device, item))
     }
 }
 
-/// Borrowed key of `document`, without allocating.
-fn key_ref(collection: Collection, document: &Value) -> Option<(&str, Option<&str>)> {
-    let device = field(document, "deviceId")?.as_str()?;
+/// Borrowed key of `document`, without allocating: ids must be borrowed strings.
+fn key_ref<D: Document + ?Sized>(
+    collection: Collection,
+    document: &D,
+) -> Option<(&str, Option<&str>)> {
+    let device = document.member("deviceId")?.as_borrowed_str()?;
     let item = match collection {
         Collection::Devices => None,
-        Collection::Modules => Some(field(document, "moduleId")?.as_str()?),
-        Collection::Jobs => Some(field(document, "jobId")?.as_str()?),
+        Collection::Modules => Some(document.member("moduleId")?.as_borrowed_str()?),
+        Collection::Jobs => Some(document.member("jobId")?.as_borrowed_str()?),
     };
     Some((device, item))
 }
 
-/// What [`TwinSource::scan`] is asked for.
-#[derive(Debug, Clone, Copy)]
+/// What [`TwinSource::scan`] and [`TwinSource::fold`] are asked for.
+#[derive(Clone, Copy)]
 pub struct ScanRequest<'r> {
     pub collection: Collection,
-    /// Yield only documents whose key is strictly greater than this.
+    /// Yield only documents whose key is strictly greater than this (always `None` for
+    /// [`TwinSource::fold`]).
     pub after: Option<&'r ResumeKey>,
     /// Necessary conditions from the WHERE clause; a source may use them to skip documents
     /// (e.g. through an index) or ignore them. The executor re-checks every document.
     pub hints: &'r [ScanHint],
+    /// The collection rule and WHERE clause: false for documents the executor will drop.
+    /// A source may call it to skip documents before doing anything costly with them
+    /// (ordering them against other shards, taking a lock again); the executor re-checks.
+    pub filter: &'r (dyn Fn(&dyn Document) -> bool + Sync),
+}
+
+impl Debug for ScanRequest<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanRequest")
+            .field("collection", &self.collection)
+            .field("after", &self.after)
+            .field("hints", &self.hints)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where documents come from: the server's store, or [`MemorySource`].
+///
+/// Documents are lent to a visitor rather than returned, so a source can hand out views
+/// of its own structures (under its own locks) instead of rendering JSON for each; the
+/// executor renders only the rows it returns.
 pub trait TwinSource {
     type Error;
 
-    /// Documents of `request.collection` in ascending [`ResumeKey`] order, strictly after
-    /// `request.after`. Twins are JSON exactly as `GET /twins` returns them. Extra
-    /// documents are harmless (the executor re-applies the collection rule, the resume
-    /// key and the WHERE clause) but cost time. The executor stops pulling as soon as the
-    /// page is full, so a lazy iterator reads little more than one page.
-    fn scan<'a>(
-        &'a self,
+    /// Visits the documents of `request.collection` in ascending [`ResumeKey`] order,
+    /// strictly after `request.after`, until `visit` breaks. Twins must read like the JSON
+    /// `GET /twins` returns ([`Document::to_json`] is exactly it). Extra documents are
+    /// harmless (the executor re-applies the collection rule, the resume key and the WHERE
+    /// clause) but cost time. The executor breaks as soon as the page is full, so a lazy
+    /// source reads little more than one page.
+    fn scan(
+        &self,
         request: &ScanRequest<'_>,
-    ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, Self::Error>> + 'a>;
+        visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+    ) -> Result<(), Self::Error>;
+
+    /// Visits every document of `request.collection` once, in any order, for aggregates:
+    /// the source may split them into parts, each folded into its own accumulator from
+    /// `init` (possibly on its own thread), and returns the parts' accumulators. The
+    /// default is one part, in key order, through [`TwinSource::scan`].
+    fn fold<A: Send>(
+        &self,
+        request: &ScanRequest<'_>,
+        init: &(dyn Fn() -> A + Sync),
+        visit: &(dyn Fn(&mut A, &dyn Document) + Sync),
+    ) -> Result<Vec<A>, Self::Error> {
+        let mut accumulator = init();
+        self.scan(request, &mut |document| {
+            visit(&mut accumulator, document);
+            ControlFlow::Continue(())
+        })?;
+        Ok(vec![accumulator])
+    }
 }
 
 /// One page of results.
@@ -245,10 +288,11 @@ pub fn execute_page<S: TwinSource + ?Sized>(
     };
     let max_items = u64::try_from(max_items.max(1)).unwrap_or(u64::MAX);
     let hints = query.scan_hints();
+    let filter = |document: &dyn Document| query.matches(document);
     let (items, next) = if aggregate {
-        aggregate_page(query, source, &hints, &position, max_items)?
+        aggregate_page(query, source, &hints, &filter, &position, max_items)?
     } else {
-        scan_page(query, source, &hints, &position, max_items)?
+        scan_page(query, source, &hints, &filter, &position, max_items)?
     };
     Ok(Page {
         items,
@@ -259,10 +303,13 @@ pub fn execute_page<S: TwinSource + ?Sized>(
 
 type PageParts<E> = Result<(Vec<Value>, Option<Position>), PageError<E>>;
 
+type Filter<'f> = dyn Fn(&dyn Document) -> bool + Sync + 'f;
+
 fn scan_page<S: TwinSource + ?Sized>(
     query: &Query,
     source: &S,
     hints: &[ScanHint],
+    filter: &Filter<'_>,
     position: &Position,
     max_items: u64,
 ) -> PageParts<S::Error> {
@@ -279,41 +326,49 @@ fn scan_page<S: TwinSource + ?Sized>(
         collection,
         after: position.after.as_ref(),
         hints,
+        filter,
     };
     let mut items = Vec::new();
     let mut last_key = None;
     let mut more = false;
-    for document in source.scan(&request) {
-        let document = document.map_err(PageError::Source)?;
-        if !admits(collection, &document) || !is_selected(query.condition.as_ref(), &document) {
-            continue;
-        }
-        let Some((device, item)) = key_ref(collection, &document) else {
-            return Err(PageError::UnkeyedDocument);
-        };
-        // Guard against sources that ignore `after`.
-        if position
-            .after
-            .as_ref()
-            .is_some_and(|after| after.cmp_ref(device, item) != Ordering::Less)
-        {
-            continue;
-        }
-        if items.len() as u64 == limit {
-            more = true;
-            break;
-        }
-        last_key = Some(ResumeKey {
-            device_id: device.to_owned(),
-            item_id: item.map(str::to_owned),
-        });
-        items.push(match query.select {
-            Select::All => document.into_owned(),
-            Select::Items(_) => project(&named, &document),
-        });
-        if top_caps_page && items.len() as u64 == limit {
-            break;
-        }
+    let mut unkeyed = false;
+    source
+        .scan(&request, &mut |document| {
+            if !admits(collection, document) || !is_selected(query.condition.as_ref(), document) {
+                return ControlFlow::Continue(());
+            }
+            let Some((device, item)) = key_ref(collection, document) else {
+                unkeyed = true;
+                return ControlFlow::Break(());
+            };
+            // Guard against sources that ignore `after`.
+            if position
+                .after
+                .as_ref()
+                .is_some_and(|after| after.cmp_ref(device, item) != Ordering::Less)
+            {
+                return ControlFlow::Continue(());
+            }
+            if items.len() as u64 == limit {
+                more = true;
+                return ControlFlow::Break(());
+            }
+            last_key = Some(ResumeKey {
+                device_id: device.to_owned(),
+                item_id: item.map(str::to_owned),
+            });
+            items.push(match query.select {
+                Select::All => document.to_json(),
+                Select::Items(_) => project(&named, document),
+            });
+            if top_caps_page && items.len() as u64 == limit {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(PageError::Source)?;
+    if unkeyed {
+        return Err(PageError::UnkeyedDocument);
     }
     let returned = position.returned + items.len() as u64;
     let next = (more && last_key.is_some()).then_some(Position {
@@ -327,21 +382,32 @@ fn aggregate_page<S: TwinSource + ?Sized>(
     query: &Query,
     source: &S,
     hints: &[ScanHint],
+    filter: &Filter<'_>,
     position: &Position,
     max_items: u64,
 ) -> PageParts<S::Error> {
     let collection = query.collection;
-    let mut aggregation = Aggregation::new(query);
     let request = ScanRequest {
         collection,
         after: None,
         hints,
+        filter,
     };
-    for document in source.scan(&request) {
-        let document = document.map_err(PageError::Source)?;
-        if admits(collection, &document) && is_selected(query.condition.as_ref(), &document) {
-            aggregation.add(&document);
-        }
+    let parts = source
+        .fold(
+            &request,
+            &|| Aggregation::new(query),
+            &|aggregation, document| {
+                if admits(collection, document) && is_selected(query.condition.as_ref(), document) {
+                    aggregation.add_keyed(document, key_ref(collection, document));
+                }
+            },
+        )
+        .map_err(PageError::Source)?;
+    let mut parts = parts.into_iter();
+    let mut aggregation = parts.next().unwrap_or_else(|| Aggregation::new(query));
+    for part in parts {
+        aggregation.merge(part);
     }
     let rows = aggregation.into_rows();
     let total = query
@@ -431,25 +497,30 @@ impl MemorySource {
 impl TwinSource for MemorySource {
     type Error = Infallible;
 
-    fn scan<'a>(
-        &'a self,
+    fn scan(
+        &self,
         request: &ScanRequest<'_>,
-    ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, Infallible>> + 'a> {
+        visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+    ) -> Result<(), Infallible> {
         if request.collection == Collection::Jobs {
-            return Box::new(std::iter::empty());
+            return Ok(());
         }
         let start = request.after.map_or(0, |after| {
             self.twins.partition_point(|(key, _)| key <= after)
         });
         let modules = request.collection == Collection::Modules;
-        Box::new(
-            self.twins
-                .get(start..)
-                .unwrap_or_default()
-                .iter()
-                .filter(move |(key, _)| key.item_id.is_some() == modules)
-                .map(|(_, twin)| Ok(Cow::Borrowed(twin))),
-        )
+        for (_, twin) in self
+            .twins
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(key, _)| key.item_id.is_some() == modules)
+        {
+            if visit(twin).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -537,6 +608,69 @@ mod tests {
         assert_eq!(pages[0].items, vec![json!({"n": 0})]);
     }
 
+    /// Folds its twins in two parts, each out of key order, like a sharded source.
+    struct Split(MemorySource);
+
+    impl TwinSource for Split {
+        type Error = Infallible;
+
+        fn scan(
+            &self,
+            request: &ScanRequest<'_>,
+            visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+        ) -> Result<(), Infallible> {
+            self.0.scan(request, visit)
+        }
+
+        fn fold<A: Send>(
+            &self,
+            request: &ScanRequest<'_>,
+            init: &(dyn Fn() -> A + Sync),
+            visit: &(dyn Fn(&mut A, &dyn Document) + Sync),
+        ) -> Result<Vec<A>, Infallible> {
+            let mut all = Vec::new();
+            self.0.scan(request, &mut |d| {
+                all.push(d.to_json());
+                ControlFlow::Continue(())
+            })?;
+            let mut parts = vec![init(), init()];
+            for (i, twin) in all.iter().enumerate().rev() {
+                if let Some(part) = parts.get_mut(i % 3 / 2) {
+                    visit(part, twin);
+                }
+            }
+            Ok(parts)
+        }
+    }
+
+    #[test]
+    fn parts_folded_out_of_order_give_the_rows_of_an_ordered_scan() {
+        let twins = (0..30).map(|i| {
+            let region = match i % 5 {
+                0 => json!(1.0),
+                1 => json!(1),
+                2 => json!("eu"),
+                3 => json!(null),
+                _ => json!({"o": i % 2}),
+            };
+            let key = if i % 4 == 0 { "Region" } else { "region" };
+            json!({"deviceId": format!("d{i:02}"), "tags": {key: region, "t": i}})
+        });
+        let memory = MemorySource::new(twins);
+        let split = Split(memory.clone());
+        for text in [
+            "SELECT tags.region, COUNT() AS n, SUM(tags.t) AS s, MIN(tags.t) AS lo FROM devices GROUP BY tags.region",
+            "SELECT COUNT() AS n, MAX(tags.t) FROM devices WHERE tags.t > 3",
+            "SELECT COUNT() AS n FROM devices WHERE false",
+            "SELECT tags.x, COUNT() AS n FROM devices GROUP BY tags.x",
+        ] {
+            let query: Query = text.parse().unwrap();
+            let want = execute_page(&query, &memory, None, 100).unwrap();
+            let got = execute_page(&query, &split, None, 100).unwrap();
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
     #[test]
     fn tokens_are_header_safe_and_bound_to_the_query() {
         let src = source(4);
@@ -573,11 +707,17 @@ mod tests {
         struct Naive(Vec<Value>);
         impl TwinSource for Naive {
             type Error = Infallible;
-            fn scan<'a>(
-                &'a self,
+            fn scan(
+                &self,
                 _: &ScanRequest<'_>,
-            ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, Infallible>> + 'a> {
-                Box::new(self.0.iter().map(|t| Ok(Cow::Borrowed(t))))
+                visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+            ) -> Result<(), Infallible> {
+                for twin in &self.0 {
+                    if visit(twin).is_break() {
+                        break;
+                    }
+                }
+                Ok(())
             }
         }
         let naive = Naive(
@@ -604,11 +744,12 @@ mod tests {
         struct Failing;
         impl TwinSource for Failing {
             type Error = &'static str;
-            fn scan<'a>(
-                &'a self,
+            fn scan(
+                &self,
                 _: &ScanRequest<'_>,
-            ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, &'static str>> + 'a> {
-                Box::new(std::iter::once(Err("disk on fire")))
+                _: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+            ) -> Result<(), &'static str> {
+                Err("disk on fire")
             }
         }
         let query: Query = "SELECT * FROM devices".parse().unwrap();
@@ -619,11 +760,13 @@ mod tests {
         struct Unkeyed(Value);
         impl TwinSource for Unkeyed {
             type Error = Infallible;
-            fn scan<'a>(
-                &'a self,
+            fn scan(
+                &self,
                 _: &ScanRequest<'_>,
-            ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, Infallible>> + 'a> {
-                Box::new(std::iter::once(Ok(Cow::Borrowed(&self.0))))
+                visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+            ) -> Result<(), Infallible> {
+                let _ = visit(&self.0);
+                Ok(())
             }
         }
         assert!(matches!(

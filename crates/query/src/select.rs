@@ -9,7 +9,8 @@
 use serde_json::{Map, Value};
 
 use crate::ast::{Collection, Expr, Projection, Select, SelectItem};
-use crate::eval::{eval, field, resolve};
+use crate::document::Document;
+use crate::eval::eval;
 
 /// How a select item's key is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,11 +57,11 @@ pub(crate) fn name_items(select: &Select) -> Vec<NamedItem<'_>> {
 
 /// True when `document` belongs to `collection`: `devices` never yields module twins and
 /// `devices.modules` only yields them (spec §5). Job records are the source's business.
-pub(crate) fn admits(collection: Collection, document: &Value) -> bool {
+pub(crate) fn admits<D: Document + ?Sized>(collection: Collection, document: &D) -> bool {
     if !document.is_object() {
         return false;
     }
-    let is_module = field(document, "moduleId").is_some_and(|m| !m.is_null());
+    let is_module = document.member("moduleId").is_some_and(|m| !m.is_null());
     match collection {
         Collection::Devices => !is_module,
         Collection::Modules => is_module,
@@ -70,7 +71,7 @@ pub(crate) fn admits(collection: Collection, document: &Value) -> bool {
 
 /// The projected row of one twin. Aggregate items (impossible in a validated
 /// non-aggregate query) are skipped.
-pub(crate) fn project(items: &[NamedItem<'_>], twin: &Value) -> Value {
+pub(crate) fn project<D: Document + ?Sized>(items: &[NamedItem<'_>], twin: &D) -> Value {
     let mut row = Map::new();
     for item in items {
         let Projection::Expr(expr) = item.value else {
@@ -79,13 +80,13 @@ pub(crate) fn project(items: &[NamedItem<'_>], twin: &Value) -> Value {
         let entry = match (expr, &item.name) {
             // Paths keep the stored value untouched (e.g. `80` stays an integer) and give
             // the stored key for naming.
-            (Expr::Path(path), name) => resolve(twin, path).map(|(key, value)| {
+            (Expr::Path(path), name) => twin.resolve(path.segments()).map(|(key, value)| {
                 let key = match name {
                     ItemName::Alias(alias) => (*alias).to_owned(),
                     ItemName::Positional(p) => p.clone(),
-                    ItemName::LastSegment => key.to_owned(),
+                    ItemName::LastSegment => key.into_owned(),
                 };
-                (key, value.clone())
+                (key, value.into_json())
             }),
             (expr, name) => eval(expr, twin).to_json().map(|value| {
                 let key = match name {

@@ -13,11 +13,13 @@
 //! - [`twins`]: twin reads and writes, for the service side and for devices.
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
 //! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
-//! - [`query`]: twin queries over the working state, paged and read-your-writes.
+//! - [`query`]: twin queries over the working state, paged and read-your-writes;
+//!   `document`: a device record as the query engine sees it, without rendering it.
 //! - [`clock`]: the wall clock, read only here.
 
 pub mod auth;
 pub mod clock;
+mod document;
 pub mod events;
 pub mod query;
 pub mod registry;

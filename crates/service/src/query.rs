@@ -1,29 +1,35 @@
 //! Twin queries over the working state (`POST /devices/query`).
 //!
-//! The query crate's paged executor pulls twins in device-id order from
-//! [`HubTwins`], which merges the 64 ordered shards lazily, a small chunk per shard
-//! at a time, so memory is bounded by the page and no shard lock is held for long.
-//! Because it reads the same state writes update before they are acknowledged, a
-//! query sees every acknowledged write (read-your-writes).
+//! The query crate's paged executor evaluates [`TwinDocument`]s: borrowed views of
+//! the device records, read under their shard's lock, so a twin is rendered to JSON
+//! only when it becomes a row. Because queries read the same state writes update
+//! before they are acknowledged, a query sees every acknowledged write
+//! (read-your-writes).
 //!
-//! Twins are rendered for evaluation without `$metadata` (the costly part) unless
-//! the query mentions it or projects a whole properties section; only twins that
-//! match are rendered whole.
+//! Plain queries page in device-id order: [`HubTwins::scan`] merges the 64 ordered
+//! shards, each [`ShardCursor`] advancing only to its next matching twin when the
+//! merge needs it, so a page reads little more than its rows' share of every shard
+//! and memory is bounded by the page. Aggregates need no order: [`HubTwins::fold`]
+//! folds the shards in parallel parts, one per core.
+//!
+//! No shard lock is held for long: a cursor or a fold re-takes the lock every
+//! [`BATCH`] twins, so writers to a shard wait at most one batch's evaluation.
 
-use crate::state::{lock, DeviceRecord, Hub, Shard};
+use crate::document::TwinDocument;
+use crate::state::{lock, Hub, Shard};
 use serde_json::Value;
-use std::borrow::Cow;
-use std::collections::VecDeque;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::sync::Mutex;
 use twinhub_core::{ErrorCode, HubError};
 use twinhub_query::{
-    execute_page, Collection, Expr, ItemType, PageError, Projection, Query, ScanRequest, Select,
-    TwinSource,
+    execute_page, Collection, Document, ItemType, PageError, ScanRequest, TwinSource,
 };
 
-/// Twins read from one shard per refill.
-const CHUNK: usize = 128;
+/// Twins evaluated per hold of a shard lock (~0.1–0.5 ms of work).
+const BATCH: usize = 1024;
+
+/// Most threads one aggregate query folds on.
+const MAX_FOLD_PARTS: usize = 4;
 
 /// One page of a query's result.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +48,8 @@ fn bad_query(e: impl std::fmt::Display) -> HubError {
 
 impl Hub {
     /// Runs one page of `text`. `max_item_count` and `continuation` are the raw
-    /// header values.
+    /// header values. A full scan takes a while (about a second per million twins):
+    /// call this off the async runtime's workers.
     pub fn query(
         &self,
         text: &str,
@@ -56,12 +63,7 @@ impl Hub {
                 "Queries over devices.jobs are not supported: this hub runs no jobs.",
             ));
         }
-        let source = HubTwins {
-            hub: self,
-            query: &query,
-            needs_metadata: query.to_string().to_ascii_lowercase().contains("$metadata")
-                || projects_a_section(&query),
-        };
+        let source = HubTwins { hub: self };
         let continuation = continuation.filter(|c| !c.is_empty());
         let page = execute_page(&query, &source, continuation, page_size).map_err(|e| match e {
             PageError::Query(q) => bad_query(q),
@@ -78,142 +80,163 @@ impl Hub {
     }
 }
 
-/// True when a select item is `properties`, `properties.desired` or
-/// `properties.reported`: projected whole, a section keeps its `$metadata`
-/// (spec §7.7), so such rows must come from the full rendering.
-fn projects_a_section(query: &Query) -> bool {
-    let Select::Items(items) = &query.select else {
-        return false;
-    };
-    items.iter().any(|item| match &item.value {
-        Projection::Expr(Expr::Path(path)) => match path.segments() {
-            [first] => first.folded() == "properties",
-            [first, second] => {
-                first.folded() == "properties" && matches!(second.folded(), "desired" | "reported")
-            }
-            _ => false,
-        },
-        _ => false,
-    })
-}
-
 /// The hub's twins as a query source.
 struct HubTwins<'h> {
     hub: &'h Hub,
-    query: &'h Query,
-    needs_metadata: bool,
 }
 
 impl TwinSource for HubTwins<'_> {
     type Error = std::convert::Infallible;
 
-    fn scan<'a>(
-        &'a self,
+    fn scan(
+        &self,
         request: &ScanRequest<'_>,
-    ) -> Box<dyn Iterator<Item = Result<Cow<'a, Value>, Self::Error>> + 'a> {
+        visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+    ) -> Result<(), Self::Error> {
         if request.collection != Collection::Devices {
             // Module identities do not exist yet, so devices.modules is empty.
-            return Box::new(std::iter::empty());
+            return Ok(());
         }
-        let after = request.after.map(|k| k.device_id.clone());
-        let cursors = self
+        let after = request.after.map(|k| k.device_id.as_str());
+        let mut cursors: Vec<ShardCursor<'_>> = self
             .hub
             .shards()
             .iter()
             .map(|shard| ShardCursor {
                 shard,
-                after: after.clone(),
-                buffer: VecDeque::new(),
+                after: after.map(str::to_owned),
+                head: None,
                 exhausted: false,
             })
             .collect();
-        Box::new(
-            Merge {
-                cursors,
-                source: self,
+        loop {
+            for cursor in &mut cursors {
+                cursor.advance(request.filter);
             }
-            .map(|v| Ok(Cow::Owned(v))),
-        )
+            let best = cursors
+                .iter_mut()
+                .filter(|c| c.head.is_some())
+                .min_by(|a, b| a.head.cmp(&b.head));
+            let Some(cursor) = best else {
+                return Ok(());
+            };
+            let Some(key) = cursor.head.take() else {
+                return Ok(());
+            };
+            // The twin may have changed or gone since it matched: the executor
+            // re-checks it, and a deleted twin is simply not visited.
+            let shard = lock(cursor.shard);
+            if let Some(record) = shard.devices.get(&key) {
+                if visit(&TwinDocument::new(record)).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn fold<A: Send>(
+        &self,
+        request: &ScanRequest<'_>,
+        init: &(dyn Fn() -> A + Sync),
+        visit: &(dyn Fn(&mut A, &dyn Document) + Sync),
+    ) -> Result<Vec<A>, Self::Error> {
+        if request.collection != Collection::Devices {
+            return Ok(Vec::new());
+        }
+        let shards = self.hub.shards();
+        let parts = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_FOLD_PARTS);
+        let fold_part = |part: &[Mutex<Shard>]| {
+            let mut accumulator = init();
+            for shard in part {
+                scan_shard(shard, |document| visit(&mut accumulator, document));
+            }
+            accumulator
+        };
+        if parts == 1 {
+            return Ok(vec![fold_part(shards)]);
+        }
+        let per_part = shards.len().div_ceil(parts);
+        Ok(std::thread::scope(|scope| {
+            let mut chunks = shards.chunks(per_part);
+            let first = chunks.next().unwrap_or_default();
+            let others: Vec<_> = chunks
+                .map(|part| scope.spawn(move || fold_part(part)))
+                .collect();
+            let mut accumulators = vec![fold_part(first)];
+            for handle in others {
+                match handle.join() {
+                    Ok(accumulator) => accumulators.push(accumulator),
+                    // The evaluator does not panic; if it did, report it as here.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            accumulators
+        }))
     }
 }
 
-impl HubTwins<'_> {
-    /// The twin as the query sees it, or `None` when it cannot match.
-    fn view(&self, record: &DeviceRecord) -> Option<Value> {
-        let full = || record.twin.to_json(&record.identity);
-        if self.needs_metadata {
-            return Some(full()).filter(|v| self.query.matches(v));
+/// Visits every twin of `shard` in key order, re-taking the lock every [`BATCH`].
+fn scan_shard(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
+    let mut after: Option<String> = None;
+    loop {
+        let guard = lock(shard);
+        let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut seen = 0;
+        let mut last = None;
+        for (key, record) in guard
+            .devices
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(BATCH)
+        {
+            visit(&TwinDocument::new(record));
+            seen += 1;
+            last = Some(key);
         }
-        let light = record.twin.to_json_without_metadata(&record.identity);
-        if !self.query.matches(&light) {
-            None
-        } else if self.query.item_type() == ItemType::Twin {
-            // SELECT * rows are whole twins, metadata included.
-            Some(full())
-        } else {
-            Some(light)
+        if seen < BATCH {
+            return;
         }
+        after = last.cloned();
     }
 }
 
-/// Reads one shard in key order, a chunk at a time.
+/// One shard's twins in key order, advanced lazily to the next one that matches.
 struct ShardCursor<'h> {
     shard: &'h Mutex<Shard>,
+    /// Every twin up to this key has been examined.
     after: Option<String>,
-    buffer: VecDeque<(String, Option<Value>)>,
+    /// The next matching twin, not yet visited.
+    head: Option<String>,
     exhausted: bool,
 }
 
 impl ShardCursor<'_> {
-    /// Refills the buffer when it is empty.
-    fn head(&mut self, source: &HubTwins<'_>) {
-        if self.buffer.is_empty() && !self.exhausted {
+    /// Finds the next matching twin unless one is already waiting.
+    fn advance(&mut self, filter: &(dyn Fn(&dyn Document) -> bool + Sync)) {
+        while self.head.is_none() && !self.exhausted {
             let shard = lock(self.shard);
-            let lower = match &self.after {
-                Some(k) => Bound::Excluded(k.as_str()),
-                None => Bound::Unbounded,
-            };
+            let lower = self
+                .after
+                .as_deref()
+                .map_or(Bound::Unbounded, Bound::Excluded);
+            let mut seen = 0;
+            let mut last = None;
             for (key, record) in shard
                 .devices
                 .range::<str, _>((lower, Bound::Unbounded))
-                .take(CHUNK)
+                .take(BATCH)
             {
-                // Non-matching twins stay in the buffer as `None` so that the resume
-                // position still advances past them.
-                self.buffer.push_back((key.clone(), source.view(record)));
+                seen += 1;
+                last = Some(key);
+                if filter(&TwinDocument::new(record)) {
+                    self.head = Some(key.clone());
+                    break;
+                }
             }
-            self.exhausted = self.buffer.len() < CHUNK;
-            if let Some((last, _)) = self.buffer.back() {
+            self.exhausted = self.head.is_none() && seen < BATCH;
+            if let Some(last) = last {
                 self.after = Some(last.clone());
-            }
-        }
-    }
-}
-
-/// Merges the shard cursors by device id.
-struct Merge<'h> {
-    cursors: Vec<ShardCursor<'h>>,
-    source: &'h HubTwins<'h>,
-}
-
-impl Iterator for Merge<'_> {
-    type Item = Value;
-
-    fn next(&mut self) -> Option<Value> {
-        loop {
-            for cursor in &mut self.cursors {
-                cursor.head(self.source);
-            }
-            let best = self
-                .cursors
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.buffer.front().map(|(k, _)| (k, i)))
-                .min()
-                .map(|(_, i)| i);
-            let (_, view) = self.cursors[best?].buffer.pop_front()?;
-            if let Some(v) = view {
-                return Some(v);
             }
         }
     }
