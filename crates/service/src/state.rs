@@ -121,6 +121,7 @@ impl Hub {
                 .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
             // Nobody is connected to a hub that just started.
             record.identity.connection_state = ConnectionState::Disconnected;
+            record.twin.shrink_to_fit();
             shards[shard_index(&key)].devices.insert(key, record);
         }
         let (committer, handle) = Committer::start(store)?;
