@@ -9,6 +9,7 @@
 //!   lock that orders its devices' writes — and the write path: apply a pure core
 //!   operation, queue the new record for group commit, wait until it is durable,
 //!   then publish its events.
+//! - `load`: the working state read from storage at start, decoded on every core.
 //! - [`registry`]: the identity registry (create, update, delete, list, bulk, statistics).
 //! - [`twins`]: twin reads and writes, for the service side and for devices.
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod clock;
 mod document;
 pub mod events;
+mod load;
 pub mod query;
 pub mod registry;
 pub mod state;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use twinhub_core::identity::{ConnectionState, DeviceIdentity};
+use twinhub_core::identity::DeviceIdentity;
 use twinhub_core::policy::Policy;
 use twinhub_core::twin::Twin;
 use twinhub_core::{ErrorCode, HubError, Limits};
@@ -114,16 +114,7 @@ impl Hub {
         config: HubConfig,
         mut store: S,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let rows = store.load(Space::Devices)?;
-        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
-        for (key, bytes) in rows {
-            let mut record: DeviceRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
-            // Nobody is connected to a hub that just started.
-            record.identity.connection_state = ConnectionState::Disconnected;
-            record.twin.shrink_to_fit();
-            shards[shard_index(&key)].devices.insert(key, record);
-        }
+        let shards = crate::load::load_shards(&mut store, SHARDS)?;
         let (committer, handle) = Committer::start(store)?;
         let inner = Inner {
             config,
@@ -256,7 +247,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn shard_index(device_id: &str) -> usize {
+pub(crate) fn shard_index(device_id: &str) -> usize {
     let mut h = DefaultHasher::new();
     device_id.hash(&mut h);
     // SHARDS is a power of two; the remainder always fits.

@@ -66,12 +66,25 @@ pub enum StoreError {
     Stopped,
 }
 
+/// What [`Store::load_each`] lends each record to: its key and stored bytes.
+pub type LoadVisitor<'v> = dyn FnMut(&str, &[u8]) -> Result<(), StoreError> + 'v;
+
 /// A durable key-value store with atomic batches.
 ///
 /// Calls block; the [`Committer`] runs them on its own thread.
 pub trait Store: Send + 'static {
     /// Every record of `space`, in ascending key order.
     fn load(&mut self, space: Space) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Every record of `space`, in ascending key order, lent to `visit` one at a time,
+    /// so that a start need not hold every stored record in memory at once (1.5 GB for
+    /// a million twins). Stops at the first error, `visit`'s included.
+    fn load_each(&mut self, space: Space, visit: &mut LoadVisitor<'_>) -> Result<(), StoreError> {
+        for (key, value) in self.load(space)? {
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
 
     /// Applies `batch` in one transaction. When this returns `Ok`, the batch is
     /// durable: it survives a crash of the process or of the machine.

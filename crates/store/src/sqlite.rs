@@ -5,7 +5,7 @@
 //! log; the [`Committer`](crate::Committer) puts many writes into each commit, which
 //! is what makes that affordable.
 
-use crate::{Mutation, Space, Store, StoreError};
+use crate::{LoadVisitor, Mutation, Space, Store, StoreError};
 use rusqlite::{params, Connection};
 use std::path::Path;
 
@@ -77,6 +77,24 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
+    fn load_each(&mut self, space: Space, visit: &mut LoadVisitor<'_>) -> Result<(), StoreError> {
+        let sql = format!("SELECT key, value FROM {} ORDER BY key", table(space));
+        let mut stmt = self.conn.prepare(&sql).map_err(backend)?;
+        let mut rows = stmt.query([]).map_err(backend)?;
+        while let Some(row) = rows.next().map_err(backend)? {
+            let field = |i: usize| {
+                row.get_ref(i)
+                    .map_err(backend)?
+                    .as_bytes()
+                    .map_err(|e| StoreError::Corrupt(format!("{} row: {e}", table(space))))
+            };
+            let key = std::str::from_utf8(field(0)?)
+                .map_err(|e| StoreError::Corrupt(format!("{} key: {e}", table(space))))?;
+            visit(key, field(1)?)?;
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(backend)?;
         for m in batch {
@@ -144,6 +162,37 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _store = SqliteStore::open(&path).unwrap();
         assert_eq!(mode(""), 0o600);
+    }
+
+    #[test]
+    fn load_each_streams_what_load_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("twinhub.db")).unwrap();
+        let batch: Vec<Mutation> = ["b", "a", "c"]
+            .iter()
+            .map(|k| Mutation::Put {
+                space: Space::Devices,
+                key: (*k).into(),
+                value: format!("value of {k}").into_bytes(),
+            })
+            .collect();
+        store.commit(&batch).unwrap();
+        let mut streamed = Vec::new();
+        store
+            .load_each(Space::Devices, &mut |k, v| {
+                streamed.push((k.to_owned(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(streamed, store.load(Space::Devices).unwrap());
+        assert_eq!(streamed.len(), 3);
+        let mut seen = 0;
+        let stopped = store.load_each(Space::Devices, &mut |_, _| {
+            seen += 1;
+            Err(StoreError::Stopped)
+        });
+        assert!(matches!(stopped, Err(StoreError::Stopped)));
+        assert_eq!(seen, 1);
     }
 
     #[test]
