@@ -15,13 +15,15 @@
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
 //! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
 //! - [`query`]: twin queries over the working state, paged and read-your-writes;
-//!   `document`: a device record as the query engine sees it, without rendering it.
+//!   `document`: a device record as the query engine sees it, without rendering it;
+//!   `index`: per-shard equality indexes built for queries' push-down hints.
 //! - [`clock`]: the wall clock, read only here.
 
 pub mod auth;
 pub mod clock;
 mod document;
 pub mod events;
+mod index;
 mod load;
 pub mod query;
 pub mod registry;

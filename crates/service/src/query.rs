@@ -12,17 +12,21 @@
 //! and memory is bounded by the page. Aggregates need no order: [`HubTwins::fold`]
 //! folds the shards in parallel parts, one per core.
 //!
+//! A query with an equality hint on a tag or property (`tags.region = 'r17'`)
+//! visits only the twins a per-shard index files under that value ([`crate::index`]).
+//!
 //! No shard lock is held for long: a cursor or a fold re-takes the lock every
 //! [`BATCH`] twins, so writers to a shard wait at most one batch's evaluation.
 
 use crate::document::TwinDocument;
+use crate::index::{self, IndexKey};
 use crate::state::{lock, Hub, Shard};
 use serde_json::Value;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Mutex;
 use twinhub_core::{ErrorCode, HubError};
 use twinhub_query::{
-    execute_page, Collection, Document, ItemType, PageError, ScanRequest, TwinSource,
+    execute_page, Collection, Document, ItemType, PageError, Path, ScanRequest, TwinSource,
 };
 
 /// Twins evaluated per hold of a shard lock (~0.1–0.5 ms of work).
@@ -98,6 +102,7 @@ impl TwinSource for HubTwins<'_> {
             return Ok(());
         }
         let after = request.after.map(|k| k.device_id.as_str());
+        let plan = index::plan(request.hints);
         let mut cursors: Vec<ShardCursor<'_>> = self
             .hub
             .shards()
@@ -111,7 +116,7 @@ impl TwinSource for HubTwins<'_> {
             .collect();
         loop {
             for cursor in &mut cursors {
-                cursor.advance(request.filter);
+                cursor.advance(request.filter, plan.as_ref());
             }
             let best = cursors
                 .iter_mut()
@@ -212,14 +217,44 @@ struct ShardCursor<'h> {
 }
 
 impl ShardCursor<'_> {
-    /// Finds the next matching twin unless one is already waiting.
-    fn advance(&mut self, filter: &(dyn Fn(&dyn Document) -> bool + Sync)) {
+    /// Finds the next matching twin unless one is already waiting: among the ids an
+    /// index files under the planned value when there is one, else among all.
+    fn advance(
+        &mut self,
+        filter: &(dyn Fn(&dyn Document) -> bool + Sync),
+        plan: Option<&(&Path, IndexKey)>,
+    ) {
         while self.head.is_none() && !self.exhausted {
-            let shard = lock(self.shard);
+            let mut guard = lock(self.shard);
             let lower = self
                 .after
                 .as_deref()
                 .map_or(Bound::Unbounded, Bound::Excluded);
+            if let Some((path, key)) = plan {
+                let shard = &mut *guard;
+                if let Some(index) = shard.indexes.ensure(path, &shard.devices) {
+                    let ids = index
+                        .ids(key)
+                        .map(|ids| ids.range::<str, _>((lower, Bound::Unbounded)));
+                    let mut seen = 0;
+                    let mut last = None;
+                    for id in ids.into_iter().flatten().take(BATCH) {
+                        seen += 1;
+                        last = Some(id);
+                        let record = shard.devices.get(id);
+                        if record.is_some_and(|r| filter(&TwinDocument::new(r))) {
+                            self.head = Some(id.clone());
+                            break;
+                        }
+                    }
+                    self.exhausted = self.head.is_none() && seen < BATCH;
+                    if let Some(last) = last {
+                        self.after = Some(last.clone());
+                    }
+                    continue;
+                }
+            }
+            let shard = &*guard;
             let mut seen = 0;
             let mut last = None;
             for (key, record) in shard

@@ -13,6 +13,7 @@
 //! it: after a storage failure the hub refuses every further write (fail-stop).
 
 use crate::events::{DeviceEvent, Watchers};
+use crate::index::Indexes;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub struct DeviceRecord {
 #[derive(Default)]
 pub(crate) struct Shard {
     pub(crate) devices: BTreeMap<String, DeviceRecord>,
+    /// Built by queries, maintained by [`Hub::write`].
+    pub(crate) indexes: Indexes,
 }
 
 pub(crate) struct Inner {
@@ -182,7 +185,9 @@ impl Hub {
             }
             let mut shard = self.shard(device_id);
             let mut slot = shard.devices.remove(device_id);
+            let filed = shard.indexes.keys(slot.as_ref());
             let result = f(&mut slot);
+            shard.indexes.update(device_id, filed, slot.as_ref());
             let after = slot.as_ref().map(serde_json::to_vec);
             if let Some(record) = slot {
                 shard.devices.insert(device_id.to_owned(), record);
