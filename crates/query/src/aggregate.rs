@@ -149,8 +149,8 @@ impl Accumulator {
 }
 
 /// One group: its key (`None` = undefined), the stored name of the key's last segment,
-/// the accumulators, one per select item (unused for non-aggregate items), and — when
-/// twins arrive out of key order — the smallest twin key seen in it.
+/// the accumulators, one per select item (unused for non-aggregate items), and the key
+/// of its first twin in this part.
 #[derive(Debug)]
 struct Group {
     key: Option<Value>,
@@ -162,10 +162,11 @@ struct Group {
 /// Accumulates twins into the rows of an aggregate or GROUP BY query.
 ///
 /// Groups come out in first-seen order of the scan. A source may fold its twins in
-/// several parts and in any order ([`crate::TwinSource::fold`]); each part then records
-/// per group the smallest twin key it saw ([`Aggregation::add_keyed`]), and the merged
-/// groups are ordered by it, which is the first-seen order of a scan in key order. The
-/// key's name and value come from that first twin too.
+/// several parts, each in key order ([`crate::TwinSource::fold`]); each part records
+/// the key of every group's first twin ([`Aggregation::add_keyed`]), and the merged
+/// groups are ordered by the smallest, which is the first-seen order of one scan in
+/// key order. The key's name and value come from that first twin too. No twin key is
+/// compared per twin: a part only copies it when a group appears.
 pub(crate) struct Aggregation<'q> {
     items: Vec<NamedItem<'q>>,
     group_by: Option<&'q Path>,
@@ -246,35 +247,20 @@ impl<'q> Aggregation<'q> {
             .as_ref()
             .map(|(_, field)| field.datum())
             .filter(|d| !d.is_undefined());
-        let found = self.find(datum.as_ref());
-        let defined = datum.is_some();
-        let earlier = |group: &Group| match (twin_key, &group.first) {
-            (Some(key), Some(first)) => first.cmp_ref(key.0, key.1).is_gt(),
-            _ => false,
-        };
-        match found {
-            Some(i) if !self.groups.get(i).is_some_and(earlier) => i,
-            found => {
-                // A new group, or this twin precedes the group's first one: it names it.
-                let (name, key) = match resolved.filter(|_| defined) {
-                    Some((name, field)) => (name.into_owned(), Some(field.into_json())),
-                    None => (String::new(), None),
-                };
-                let first = twin_key.map(|(device, item)| ResumeKey {
-                    device_id: device.to_owned(),
-                    item_id: item.map(str::to_owned),
-                });
-                match found.and_then(|i| self.groups.get_mut(i).map(|g| (i, g))) {
-                    Some((i, group)) => {
-                        group.key = key;
-                        group.key_name = name;
-                        group.first = first;
-                        i
-                    }
-                    None => self.new_group(key, name, first),
-                }
-            }
+        if let Some(i) = self.find(datum.as_ref()) {
+            return i;
         }
+        let defined = datum.is_some();
+        // A part's twins arrive in key order: the first of a group is its smallest.
+        let (name, key) = match resolved.filter(|_| defined) {
+            Some((name, field)) => (name.into_owned(), Some(field.into_json())),
+            None => (String::new(), None),
+        };
+        let first = twin_key.map(|(device, item)| ResumeKey {
+            device_id: device.to_owned(),
+            item_id: item.map(str::to_owned),
+        });
+        self.new_group(key, name, first)
     }
 
     /// Adds one twin that passed the collection filter and WHERE, in scan order.
@@ -282,7 +268,7 @@ impl<'q> Aggregation<'q> {
         self.add_keyed(twin, None);
     }
 
-    /// Adds one twin of a part folded out of key order, with the twin's key.
+    /// Adds one twin of a part (in key order within the part), with the twin's key.
     pub(crate) fn add_keyed<D: Document + ?Sized>(&mut self, twin: &D, key: Option<TwinKey<'_>>) {
         let group = self.group_of(twin, key);
         let Some(group) = self.groups.get_mut(group) else {

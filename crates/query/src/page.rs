@@ -93,7 +93,7 @@ impl ResumeKey {
         })
     }
 
-    pub(crate) fn cmp_ref(&self, device: &str, item: Option<&str>) -> Ordering {
+    fn cmp_ref(&self, device: &str, item: Option<&str>) -> Ordering {
         (self.device_id.as_str(), self.item_id.as_deref()).cmp(&(device, item))
     }
 }
@@ -158,10 +158,11 @@ pub trait TwinSource {
         visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
     ) -> Result<(), Self::Error>;
 
-    /// Visits every document of `request.collection` once, in any order, for aggregates:
-    /// the source may split them into parts, each folded into its own accumulator from
-    /// `init` (possibly on its own thread), and returns the parts' accumulators. The
-    /// default is one part, in key order, through [`TwinSource::scan`].
+    /// Visits every document of `request.collection` once, for aggregates: the source
+    /// may split them into parts, each visited in ascending [`ResumeKey`] order and
+    /// folded into its own accumulator from `init` (parts possibly on several threads),
+    /// and returns the parts' accumulators. The default is one part, through
+    /// [`TwinSource::scan`].
     fn fold<A: Send>(
         &self,
         request: &ScanRequest<'_>,
@@ -608,7 +609,7 @@ mod tests {
         assert_eq!(pages[0].items, vec![json!({"n": 0})]);
     }
 
-    /// Folds its twins in two parts, each out of key order, like a sharded source.
+    /// Folds its twins in two interleaved parts, like a sharded source.
     struct Split(MemorySource);
 
     impl TwinSource for Split {
@@ -634,7 +635,7 @@ mod tests {
                 ControlFlow::Continue(())
             })?;
             let mut parts = vec![init(), init()];
-            for (i, twin) in all.iter().enumerate().rev() {
+            for (i, twin) in all.iter().enumerate() {
                 if let Some(part) = parts.get_mut(i % 3 / 2) {
                     visit(part, twin);
                 }
@@ -644,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn parts_folded_out_of_order_give_the_rows_of_an_ordered_scan() {
+    fn interleaved_parts_give_the_rows_of_one_ordered_scan() {
         let twins = (0..30).map(|i| {
             let region = match i % 5 {
                 0 => json!(1.0),

@@ -9,8 +9,9 @@
 //! Plain queries page in device-id order: [`HubTwins::scan`] merges the 64 ordered
 //! shards, each [`ShardCursor`] advancing only to its next matching twin when the
 //! merge needs it, so a page reads little more than its rows' share of every shard
-//! and memory is bounded by the page. Aggregates need no order: [`HubTwins::fold`]
-//! folds the shards in parallel parts, one per core.
+//! and memory is bounded by the page. Aggregates need no global order:
+//! [`HubTwins::fold`] folds each shard into its own accumulator, the shards split
+//! between one thread per core.
 //!
 //! A query with an equality hint on a tag or property (`tags.region = 'r17'`)
 //! visits only the twins a per-shard index files under that value ([`crate::index`]).
@@ -152,27 +153,31 @@ impl TwinSource for HubTwins<'_> {
         let parts = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, MAX_FOLD_PARTS);
-        let fold_part = |part: &[Mutex<Shard>]| {
-            let mut accumulator = init();
-            for shard in part {
-                scan_shard(shard, |document| visit(&mut accumulator, document));
-            }
-            accumulator
+        // One accumulator per shard: a shard is read in key order, which is what lets
+        // the executor order groups without comparing every twin's key.
+        let fold_shards = |part: &[Mutex<Shard>]| -> Vec<A> {
+            part.iter()
+                .map(|shard| {
+                    let mut accumulator = init();
+                    scan_shard(shard, |document| visit(&mut accumulator, document));
+                    accumulator
+                })
+                .collect()
         };
         if parts == 1 {
-            return Ok(vec![fold_part(shards)]);
+            return Ok(fold_shards(shards));
         }
-        let per_part = shards.len().div_ceil(parts);
+        let per_thread = shards.len().div_ceil(parts);
         Ok(std::thread::scope(|scope| {
-            let mut chunks = shards.chunks(per_part);
+            let mut chunks = shards.chunks(per_thread);
             let first = chunks.next().unwrap_or_default();
             let others: Vec<_> = chunks
-                .map(|part| scope.spawn(move || fold_part(part)))
+                .map(|part| scope.spawn(move || fold_shards(part)))
                 .collect();
-            let mut accumulators = vec![fold_part(first)];
+            let mut accumulators = fold_shards(first);
             for handle in others {
                 match handle.join() {
-                    Ok(accumulator) => accumulators.push(accumulator),
+                    Ok(part) => accumulators.extend(part),
                     // The evaluator does not panic; if it did, report it as here.
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
