@@ -251,9 +251,9 @@ def scenario(rm, device_id, key, cs, client, twin_of, device_of):
         {"x": 1, "y": {"z": 2}, "s": "keep", "$version": 2},
         {"x": None, "y": {"z": None, "n": 3}, "$version": 3},
     ], "patches arrive as sent, None included")
-    # After a PUT the device gets the new document plus None for each
-    # top-level key that went away (spec §3.3 recommendation).
-    check_eq(patches[3], {"w": 5, "y": {"q": 1}, "s": None, "$version": 4}, "notification of replace_twin")
+    # After a PUT the device gets the new document plus None for each key that
+    # went away, nested ones included, so merging clients converge.
+    check_eq(patches[3], {"w": 5, "y": {"q": 1, "n": None}, "s": None, "$version": 4}, "notification of replace_twin")
     check_eq(patches[4], {"w": None, "y": None, "$version": 5}, 'notification of {"properties":{"desired":null}}')
     check_eq([p["$version"] for p in patches], [1, 2, 3, 4, 5], "in $version order, none repeated")
     check_eq(states, [True], "connection state changes so far")
