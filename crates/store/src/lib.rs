@@ -18,7 +18,7 @@ pub mod committer;
 pub mod conformance;
 pub mod sqlite;
 
-pub use committer::Committer;
+pub use committer::{CommitStatsSnapshot, Committer};
 pub use sqlite::SqliteStore;
 
 /// Which keyspace a record lives in.
