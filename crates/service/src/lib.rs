@@ -17,6 +17,9 @@
 //! - [`query`]: twin queries over the working state, paged and read-your-writes;
 //!   `document`: a device record as the query engine sees it, without rendering it;
 //!   `index`: per-shard equality indexes built for queries' push-down hints.
+//! - [`sessions`]: stored MQTT sessions (clean-session-0 subscriptions), kept with
+//!   their device and written through the committer.
+//! - [`metrics`]: the service layer's counters for `GET /metrics`.
 //! - [`clock`]: the wall clock, read only here.
 
 pub mod auth;
@@ -25,10 +28,14 @@ mod document;
 pub mod events;
 mod index;
 mod load;
+pub mod metrics;
 pub mod query;
 pub mod registry;
+pub mod sessions;
 pub mod state;
 pub mod twins;
 
 pub use events::{DeviceEvent, DeviceWatch};
+pub use metrics::HubMetrics;
+pub use sessions::{StoredSession, StoredSubscription};
 pub use state::{Hub, HubConfig};

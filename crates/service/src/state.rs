@@ -14,6 +14,8 @@
 
 use crate::events::{DeviceEvent, Watchers};
 use crate::index::Indexes;
+use crate::metrics::Counters;
+use crate::sessions::StoredSession;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -65,6 +67,8 @@ pub(crate) struct Shard {
     pub(crate) devices: BTreeMap<String, DeviceRecord>,
     /// Built by queries, maintained by [`Hub::write`].
     pub(crate) indexes: Indexes,
+    /// Stored MQTT sessions of the shard's devices, by client id.
+    pub(crate) sessions: BTreeMap<String, StoredSession>,
 }
 
 pub(crate) struct Inner {
@@ -73,7 +77,13 @@ pub(crate) struct Inner {
     committer: Committer,
     pub(crate) watchers: Watchers,
     failed: AtomicBool,
+    /// Set by [`Hub::close`]: writes are refused from then on.
+    closing: AtomicBool,
+    pub(crate) counters: Counters,
 }
+
+/// Resolves once a queued write is durable (or failed).
+pub(crate) type Ack = oneshot::Receiver<Result<(), HubError>>;
 
 /// The hub: a cheap-to-clone handle to its shared state.
 #[derive(Clone)]
@@ -117,7 +127,8 @@ impl Hub {
         config: HubConfig,
         mut store: S,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let shards = crate::load::load_shards(&mut store, SHARDS)?;
+        let mut shards = crate::load::load_shards(&mut store, SHARDS)?;
+        crate::sessions::load_sessions(&mut store, &mut shards)?;
         let (committer, handle) = Committer::start(store)?;
         let inner = Inner {
             config,
@@ -125,6 +136,8 @@ impl Hub {
             committer,
             watchers: Watchers::default(),
             failed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            counters: Counters::default(),
         };
         Ok((
             Self {
@@ -180,9 +193,7 @@ impl Hub {
         f: impl FnOnce(&mut Option<DeviceRecord>) -> Result<Effect<T>, HubError>,
     ) -> Result<T, HubError> {
         let (ack, value) = {
-            if self.inner.failed.load(Ordering::Acquire) {
-                return Err(storage_failed());
-            }
+            self.check_writable()?;
             let mut shard = self.shard(device_id);
             let mut slot = shard.devices.remove(device_id);
             let filed = shard.indexes.keys(slot.as_ref());
@@ -211,13 +222,25 @@ impl Hub {
                     key: device_id.to_owned(),
                 },
             };
+            let mut mutations = vec![mutation];
+            if slot_is_empty(&shard, device_id) {
+                // A deleted device's MQTT sessions go with it, in the same commit.
+                for key in crate::sessions::session_keys(&shard, device_id) {
+                    shard.sessions.remove(&key);
+                    mutations.push(Mutation::Delete {
+                        space: Space::Sessions,
+                        key,
+                    });
+                }
+            }
             let (tx, rx) = oneshot::channel();
             let inner = Arc::clone(&self.inner);
             let id = device_id.to_owned();
             let events = effect.events;
-            self.inner.committer.submit(vec![mutation], move |result| {
+            self.inner.committer.submit(mutations, move |result| {
                 let outcome = match result {
                     Ok(()) => {
+                        inner.counters.published(&events);
                         inner.watchers.publish(&id, events);
                         Ok(())
                     }
@@ -237,9 +260,63 @@ impl Hub {
             Err(_) => Err(storage_failed()),
         }
     }
+
+    fn check_writable(&self) -> Result<(), HubError> {
+        if self.inner.failed.load(Ordering::Acquire) {
+            return Err(storage_failed());
+        }
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(HubError::new(
+                ErrorCode::ServiceUnavailable,
+                "The hub is shutting down.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues `mutations` (no events) for commit. Callers queue under the shard
+    /// lock of the device they belong to, so that they keep its write order.
+    pub(crate) fn submit(&self, mutations: Vec<Mutation>) -> Result<Ack, HubError> {
+        self.check_writable()?;
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        self.inner.committer.submit(mutations, move |result| {
+            let outcome = result.map_err(|e| {
+                inner.failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, "write not durable");
+                storage_failed()
+            });
+            let _ = tx.send(outcome);
+        });
+        Ok(rx)
+    }
+
+    /// Stops accepting writes (they fail with 503 from now on) and resolves once
+    /// every write queued before is durable: the last step of a graceful shutdown,
+    /// which need not wait for every handle of the hub to be dropped.
+    pub async fn close(&self) -> Result<(), HubError> {
+        self.inner.closing.store(true, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        // An empty unit: the committer runs completions in submission order, so
+        // this one runs after every earlier write's.
+        self.inner.committer.submit(Vec::new(), move |result| {
+            let _ = tx.send(result.map_err(|_| storage_failed()));
+        });
+        rx.await.unwrap_or_else(|_| Err(storage_failed()))
+    }
+
+    /// What the group committer has done so far.
+    pub(crate) fn commit_stats(&self) -> twinhub_store::CommitStatsSnapshot {
+        self.inner.committer.stats()
+    }
 }
 
-fn storage_failed() -> HubError {
+/// Whether the device is absent from its shard (deleted by the write just made).
+fn slot_is_empty(shard: &Shard, device_id: &str) -> bool {
+    !shard.devices.contains_key(device_id)
+}
+
+pub(crate) fn storage_failed() -> HubError {
     HubError::new(
         ErrorCode::ServiceUnavailable,
         "The hub's storage failed and it no longer accepts writes. Restart it after fixing the storage.",

@@ -123,6 +123,7 @@ impl Hub {
             Ok(Effect::upsert(version, Vec::new()))
         })
         .await
+        .inspect(|_| self.inner.counters.reported_patch())
     }
 
     /// Subscribes to a device's events (desired changes, kicks). Dropping the
