@@ -4,8 +4,10 @@
 
 use serde_json::Value;
 use twinhub_core::{HubError, Timestamp};
-use twinhub_mqtt::{event_stream, DeviceBackend, DeviceEvent, DeviceEvents, Identity};
-use twinhub_service::Hub;
+use twinhub_mqtt::{
+    event_stream, DeviceBackend, DeviceEvent, DeviceEvents, Identity, QoS, Subscriptions,
+};
+use twinhub_service::{Hub, StoredSession, StoredSubscription};
 
 /// The hub as the MQTT endpoint's backend.
 pub(crate) struct HubBackend(pub(crate) Hub);
@@ -49,5 +51,32 @@ impl DeviceBackend for HubBackend {
 
     fn activity(&self, id: &Identity, now: Timestamp) {
         self.0.device_activity(&id.device_id, now);
+    }
+
+    fn stored_session(&self, id: &Identity) -> Option<Subscriptions> {
+        let stored = self.0.stored_session(&id.device_id, &id.client_id())?;
+        let filters = stored.subscriptions.iter().filter_map(|s| {
+            let qos = QoS::from_bits(s.qos)?;
+            Some((s.filter.as_str(), qos))
+        });
+        Some(Subscriptions::from_filters(id, filters))
+    }
+
+    fn save_session(
+        &self,
+        id: &Identity,
+        subscriptions: Option<Subscriptions>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), HubError>> {
+        let stored = subscriptions.map(|s| StoredSession {
+            subscriptions: s
+                .filters(id)
+                .into_iter()
+                .map(|(filter, qos)| StoredSubscription {
+                    filter,
+                    qos: qos as u8,
+                })
+                .collect(),
+        });
+        Box::pin(self.0.save_session(&id.device_id, &id.client_id(), stored))
     }
 }

@@ -5,6 +5,7 @@
 //! service layer implements it (through a thin adapter in the binary, or in the
 //! service crate itself); tests implement it with an in-memory fake.
 
+use crate::session::Subscriptions;
 use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use std::pin::Pin;
@@ -118,6 +119,15 @@ where
 ///     fn connected(&self, id: &Identity, now: Timestamp) { self.0.device_connected(&id.device_id, now) }
 ///     fn disconnected(&self, id: &Identity, now: Timestamp) { self.0.device_disconnected(&id.device_id, now) }
 ///     fn activity(&self, id: &Identity, now: Timestamp) { self.0.device_activity(&id.device_id, now) }
+///     fn stored_session(&self, id: &Identity) -> Option<Subscriptions> {
+///         let stored = self.0.stored_session(&id.device_id, &id.client_id())?;
+///         Some(Subscriptions::from_filters(id, /* stored filters and QoS */))
+///     }
+///     fn save_session(&self, id: &Identity, subscriptions: Option<Subscriptions>)
+///         -> BoxFuture<'static, Result<(), HubError>> {
+///         let stored = subscriptions.map(|s| /* s.filters(id) as the hub's record */);
+///         Box::pin(self.0.save_session(&id.device_id, &id.client_id(), stored))
+///     }
 /// }
 /// ```
 pub trait DeviceBackend: Send + Sync + 'static {
@@ -174,4 +184,22 @@ pub trait DeviceBackend: Send + Sync + 'static {
     /// The device sent packets (throttled to about once a second per connection),
     /// for `lastActivityTime`.
     fn activity(&self, identity: &Identity, now: Timestamp);
+
+    /// The stored session of a clean-session-0 client: its subscriptions, kept
+    /// across connections and hub restarts (spec §2.4). `None` when there is none
+    /// (never subscribed, clean session 1, or the identity was deleted since).
+    /// Called at CONNECT; must be a quick in-memory read.
+    fn stored_session(&self, identity: &Identity) -> Option<Subscriptions>;
+
+    /// Stores (`Some`) or forgets (`None`) the client's session. The change must
+    /// take its place when this is called: a [`DeviceBackend::stored_session`]
+    /// right after sees it, and two calls are applied in call order (the endpoint
+    /// calls it under the lock that decides which connection is the client's).
+    /// The future resolves once the change is durable; the endpoint sends the
+    /// SUBACK or UNSUBACK then, and closes the connection on an error.
+    fn save_session(
+        &self,
+        identity: &Identity,
+        subscriptions: Option<Subscriptions>,
+    ) -> BoxFuture<'static, Result<(), HubError>>;
 }

@@ -16,7 +16,9 @@ use crate::backend::{DeviceEvent, DeviceEvents, Identity};
 use crate::connect::{self, Login};
 use crate::decode::{decode, DecodeError};
 use crate::encode::{encode, EncodeError};
+use crate::metrics::{CloseReason, Unauthenticated};
 use crate::packet::{ClientPacket, Connect, ConnectReturnCode, ServerPacket};
+use crate::registry::Saving;
 use crate::server::Shared;
 use crate::session::{Action, Close, Session, SessionParams};
 use bytes::BytesMut;
@@ -102,6 +104,29 @@ enum End {
     Backlog,
     #[error("endpoint shutting down")]
     Shutdown,
+    #[error("the session change could not be stored: {0}")]
+    Storage(HubError),
+}
+
+impl End {
+    fn reason(&self) -> CloseReason {
+        match self {
+            Self::Session(Close::Disconnected) | Self::Eof => CloseReason::ClientClosed,
+            Self::Session(
+                Close::Protocol(_) | Close::ForbiddenTopic(_) | Close::ForbiddenFilter(_),
+            ) => CloseReason::Protocol,
+            Self::Session(Close::KeepAliveTimeout | Close::TokenExpired) => CloseReason::Expired,
+            Self::Session(Close::AckTimeout | Close::Congested) | Self::Backlog => {
+                CloseReason::SlowClient
+            }
+            Self::Decode(_) => CloseReason::Malformed,
+            Self::Io(_) => CloseReason::Io,
+            Self::Kicked => CloseReason::Replaced,
+            Self::BackendKick => CloseReason::Kicked,
+            Self::Encode(_) | Self::EventsEnded | Self::Storage(_) => CloseReason::HubError,
+            Self::Shutdown => CloseReason::Shutdown,
+        }
+    }
 }
 
 impl From<Close> for End {
@@ -110,14 +135,16 @@ impl From<Close> for End {
     }
 }
 
-/// Serves one client connection until it ends.
-pub(crate) async fn run<S>(shared: &Shared, stream: S)
+/// Serves one client connection until it ends. `unauthenticated` counts it
+/// among the sockets that have not completed CONNECT until it has.
+pub(crate) async fn run<S>(shared: &Shared, stream: S, unauthenticated: Unauthenticated)
 where
     S: AsyncRead + AsyncWrite + Send,
 {
     let clock = Clock::start();
     let mut shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow_and_update() {
+        shared.counters.closed(CloseReason::Shutdown);
         return;
     }
     let stream = std::pin::pin!(stream);
@@ -132,19 +159,24 @@ where
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
             tracing::debug!(%reason, "connection closed before CONNECT");
+            shared.counters.closed(CloseReason::ConnectInvalid);
             return;
         }
         Err(_) => {
             tracing::debug!("no CONNECT in time");
+            shared.counters.closed(CloseReason::ConnectTimeout);
             return;
         }
     };
     let Some(login) = authenticate(shared, &connect, &clock, &mut wr).await else {
+        shared.counters.closed(CloseReason::Refused);
         return;
     };
     drop(connect);
     let client_id = login.identity.client_id();
-    let opened = shared.registry.open(&client_id, login.clean_session);
+    let opened = shared
+        .registry
+        .open(&login.identity, login.clean_session, &*shared.backend);
     // From here on the guard reports the end to the registry and the backend,
     // even if the task is cancelled.
     let guard = Registration {
@@ -154,6 +186,16 @@ where
         identity: login.identity.clone(),
         clock,
     };
+    if let Some(forgetting) = opened.forgetting {
+        // A clean session answers "no session present" only once the stored one
+        // is gone for good.
+        if let Err(e) = forgetting.await {
+            tracing::warn!(identity = %login.identity, error = %e, "cannot forget a stored session");
+            refuse(shared, &mut wr, ConnectReturnCode::ServerUnavailable).await;
+            shared.counters.closed(CloseReason::HubError);
+            return;
+        }
+    }
     let now = clock.now();
     // Watch before CONNACK, so every change after the device hears "accepted" reaches it.
     let events = shared.backend.watch(&login.identity);
@@ -174,9 +216,9 @@ where
         clock,
         session,
         connection: opened.connection,
-        client_id: &guard.client_id,
         wbuf: BytesMut::new(),
         pending: FuturesOrdered::new(),
+        saving: None,
     };
     let connack = ServerPacket::ConnAck {
         session_present: opened.session_present,
@@ -184,12 +226,15 @@ where
     };
     let end = match encode(&connack, &mut conn.wbuf) {
         Ok(()) => {
+            shared.counters.connack(ConnectReturnCode::Accepted);
+            drop(unauthenticated);
             conn.serve(&mut rd, &mut wr, rbuf, events, opened.kicked, &mut shutdown)
                 .await
         }
         Err(e) => End::Encode(e),
     };
     tracing::debug!(identity = %guard.identity, reason = %end, "connection closed");
+    shared.counters.closed(end.reason());
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         let _ = write_out(&mut wr, &mut conn.wbuf).await;
         let _ = wr.shutdown().await;
@@ -241,11 +286,17 @@ async fn authenticate<W: AsyncWrite>(
             refusal.code
         }
     };
-    // A refused CONNECT gets its CONNACK and the connection closes ([MQTT-3.2.2-5]).
+    refuse(shared, wr, refusal).await;
+    None
+}
+
+/// Sends a refusing CONNACK and closes the connection ([MQTT-3.2.2-5]).
+async fn refuse<W: AsyncWrite>(shared: &Shared, wr: &mut WriteHalf<W>, code: ConnectReturnCode) {
+    shared.counters.connack(code);
     let mut buf = BytesMut::new();
     let connack = ServerPacket::ConnAck {
         session_present: false,
-        code: refusal,
+        code,
     };
     if encode(&connack, &mut buf).is_ok() {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -254,7 +305,6 @@ async fn authenticate<W: AsyncWrite>(
         })
         .await;
     }
-    None
 }
 
 async fn read_connect<R: AsyncRead>(
@@ -310,18 +360,39 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// A reported patch waiting for durability, with the request id to answer.
-struct PendingPatch {
-    rid: String,
-    write: BoxFuture<'static, Result<i64, HubError>>,
+/// A write waiting for durability, and what to answer once it is.
+enum Pending {
+    /// A reported patch, with the request id to answer.
+    Patch {
+        rid: String,
+        write: BoxFuture<'static, Result<i64, HubError>>,
+    },
+    /// A session change, with the SUBACK or UNSUBACK held until it is stored.
+    Session {
+        write: Saving,
+        ack: Option<ServerPacket>,
+    },
 }
 
-impl Future for PendingPatch {
-    type Output = (String, Result<i64, HubError>);
+enum Done {
+    Patched(String, Result<i64, HubError>),
+    Saved(Result<(), HubError>, Option<ServerPacket>),
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = std::task::ready!(self.write.as_mut().poll(cx));
-        Poll::Ready((std::mem::take(&mut self.rid), result))
+impl Future for Pending {
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        match self.get_mut() {
+            Self::Patch { rid, write } => {
+                let result = std::task::ready!(write.as_mut().poll(cx));
+                Poll::Ready(Done::Patched(std::mem::take(rid), result))
+            }
+            Self::Session { write, ack } => {
+                let result = std::task::ready!(write.as_mut().poll(cx));
+                Poll::Ready(Done::Saved(result, ack.take()))
+            }
+        }
     }
 }
 
@@ -330,9 +401,11 @@ struct Connection<'a> {
     clock: Clock,
     session: Session,
     connection: u64,
-    client_id: &'a str,
     wbuf: BytesMut,
-    pending: FuturesOrdered<PendingPatch>,
+    /// Writes waiting for durability, answered in the order they were made.
+    pending: FuturesOrdered<Pending>,
+    /// A session change just queued, waiting for the acknowledgement that follows it.
+    saving: Option<Saving>,
 }
 
 impl Connection<'_> {
@@ -386,18 +459,29 @@ impl Connection<'_> {
                     }
                     written.map_err(End::Io)
                 }
-                Some((rid, result)) = self.pending.next(), if !self.pending.is_empty() => {
-                    let now = self.clock.now();
-                    match self.session.reported_patched(&rid, result, now) {
-                        Ok(()) => self.process_buffered(&mut rbuf),
-                        Err(close) => Err(close.into()),
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                    match done {
+                        Done::Patched(rid, result) => {
+                            let now = self.clock.now();
+                            match self.session.reported_patched(&rid, result, now) {
+                                Ok(()) => self.process_buffered(&mut rbuf),
+                                Err(close) => Err(close.into()),
+                            }
+                        }
+                        Done::Saved(Ok(()), ack) => self.send_held(ack)
+                            .and_then(|()| self.process_buffered(&mut rbuf)),
+                        Done::Saved(Err(e), _) => Err(End::Storage(e)),
                     }
                 }
                 event = events.next(), if self.session.accepts_events() => match event {
-                    Some(DeviceEvent::Desired { version, payload }) => self
-                        .session
-                        .desired_changed(version, &payload, self.clock.now())
-                        .map_err(End::from),
+                    Some(DeviceEvent::Desired { version, payload }) => {
+                        if self.session.subscriptions().desired.is_some() {
+                            self.shared.counters.desired_notification();
+                        }
+                        self.session
+                            .desired_changed(version, &payload, self.clock.now())
+                            .map_err(End::from)
+                    }
                     Some(DeviceEvent::Kick) => Err(End::BackendKick),
                     None => Err(End::EventsEnded),
                 },
@@ -430,11 +514,38 @@ impl Connection<'_> {
         Ok(())
     }
 
+    fn send_held(&mut self, ack: Option<ServerPacket>) -> Result<(), End> {
+        match ack {
+            Some(packet) => encode(&packet, &mut self.wbuf).map_err(End::Encode),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the session change waiting in `saving`, holding `ack` until it is
+    /// durable.
+    fn hold_until_saved(&mut self, ack: Option<ServerPacket>) {
+        if let Some(write) = self.saving.take() {
+            self.pending.push_back(Pending::Session { write, ack });
+        }
+    }
+
     /// Carries out the session's actions.
     fn run_actions(&mut self) -> Result<(), End> {
+        let result = self.run_actions_inner();
+        // A change not followed by an acknowledgement still waits its turn.
+        self.hold_until_saved(None);
+        result
+    }
+
+    fn run_actions_inner(&mut self) -> Result<(), End> {
         let backend = &self.shared.backend;
         while let Some(action) = self.session.poll_action() {
             match action {
+                Action::Send(
+                    packet @ (ServerPacket::SubAck { .. } | ServerPacket::UnsubAck(_)),
+                ) if self.saving.is_some() => {
+                    self.hold_until_saved(Some(packet));
+                }
                 Action::Send(packet) => encode(&packet, &mut self.wbuf).map_err(End::Encode)?,
                 Action::GetTwin { rid } => {
                     let twin = backend.twin_for_device(self.session.identity());
@@ -454,13 +565,25 @@ impl Connection<'_> {
                             self.session
                                 .reported_patched(&rid, result, self.clock.now())?;
                         }
-                        None => self.pending.push_back(PendingPatch { rid, write }),
+                        None => self.pending.push_back(Pending::Patch { rid, write }),
                     }
                 }
                 Action::SubscriptionsChanged(subscriptions) => {
-                    self.shared
-                        .registry
-                        .update(self.client_id, self.connection, subscriptions);
+                    self.hold_until_saved(None);
+                    let identity = self.session.identity();
+                    let Some(mut write) = self.shared.registry.update(
+                        identity,
+                        self.connection,
+                        subscriptions,
+                        &**backend,
+                    ) else {
+                        continue;
+                    };
+                    match (&mut write).now_or_never() {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => return Err(End::Storage(e)),
+                        None => self.saving = Some(write),
+                    }
                 }
                 Action::Activity => backend.activity(self.session.identity(), self.clock.now()),
             }
@@ -498,6 +621,16 @@ mod tests {
         fn connected(&self, _: &Identity, _: Timestamp) {}
         fn disconnected(&self, _: &Identity, _: Timestamp) {}
         fn activity(&self, _: &Identity, _: Timestamp) {}
+        fn stored_session(&self, _: &Identity) -> Option<crate::Subscriptions> {
+            None
+        }
+        fn save_session(
+            &self,
+            _: &Identity,
+            _: Option<crate::Subscriptions>,
+        ) -> BoxFuture<'static, Result<(), HubError>> {
+            Box::pin(async { Ok(()) })
+        }
     }
 
     /// 100,000 connections in a few GiB leaves little per connection: keep the

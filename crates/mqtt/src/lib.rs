@@ -19,12 +19,15 @@
 //!   deadlines on a clock the caller passes in.
 //! - [`backend`]: [`DeviceBackend`], the trait through which the endpoint reaches
 //!   the hub (authentication, twins, desired-change events, presence).
-//! - `registry`: one live connection per identity (a new CONNECT kicks the old),
-//!   and clean-session-0 subscriptions kept across connections.
+//! - `registry`: one live connection per identity (a new CONNECT kicks the old);
+//!   it reads and writes clean-session-0 subscriptions through the backend,
+//!   which keeps them across connections and restarts.
+//! - [`metrics`]: the endpoint's counters (unauthenticated sockets and the cap on
+//!   them, CONNACK codes, notifications, why connections ended).
 //! - `connection`: the per-connection task: handshake with timeout, then one
 //!   `select!` loop over socket, backend, timers and kicks.
-//! - `server`: [`MqttServer`]: the TLS accept loop and the entry point for
-//!   streams accepted elsewhere.
+//! - `server`: [`MqttServer`]: the TLS accept loop (with the cap on sockets not
+//!   yet authenticated) and the entry point for streams accepted elsewhere.
 //! - [`ws`]: [`WsByteStream`], the byte-stream view of a WebSocket for MQTT over
 //!   WebSockets.
 //!
@@ -50,6 +53,7 @@ pub mod connect;
 mod connection;
 pub mod decode;
 pub mod encode;
+pub mod metrics;
 pub mod packet;
 mod registry;
 mod server;
@@ -59,7 +63,8 @@ pub mod ws;
 pub use backend::{event_stream, DeviceBackend, DeviceEvent, DeviceEvents, Identity};
 pub use connect::Login;
 pub use connection::{MAX_PENDING_PATCHES, MAX_WRITE_BACKLOG};
+pub use metrics::{CloseReason, MqttMetrics};
 pub use packet::{ClientPacket, QoS, ServerPacket};
-pub use server::{MqttServer, ServerConfig};
+pub use server::{MqttServer, ServerConfig, DEFAULT_MAX_UNAUTHENTICATED};
 pub use session::{Session, Subscriptions};
 pub use ws::WsByteStream;

@@ -3,6 +3,7 @@
 
 use crate::backend::DeviceBackend;
 use crate::connection;
+use crate::metrics::{CloseReason, Counters, MqttMetrics};
 use crate::registry::SessionRegistry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,18 @@ pub struct ServerConfig {
     /// The largest packet accepted after CONNECT; a larger one closes the
     /// connection as soon as its header announces the size.
     pub max_packet_size: usize,
+    /// The most connections open at once that have not completed TLS and an
+    /// accepted CONNECT; a socket arriving beyond it is closed at once. Bounds
+    /// what unauthenticated clients (a flood, or a reconnect storm) can make the
+    /// hub hold: a TLS handshake's state and a task each.
+    pub max_unauthenticated: usize,
 }
+
+/// The default [`ServerConfig::max_unauthenticated`]: well above what a burst of
+/// honest reconnects needs (the hub completes a few thousand TLS handshakes and
+/// CONNECTs a second, so 4096 clear within the handshake timeout), well below
+/// what would cost real memory (about 60 MiB of handshake state).
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 4096;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -34,6 +46,7 @@ impl Default for ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_packet_size: MAX_MESSAGE + PACKET_HEADROOM,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
         }
     }
 }
@@ -44,6 +57,25 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     /// Set to true to close every connection.
     pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) counters: Arc<Counters>,
+    /// Connection tasks running, TLS handshakes included.
+    tasks: watch::Sender<usize>,
+}
+
+/// Counts a connection task while it runs.
+struct Task<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Task<'a> {
+    fn start(tasks: &'a watch::Sender<usize>) -> Self {
+        tasks.send_modify(|n| *n += 1);
+        Self(tasks)
+    }
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// The MQTT device endpoint: a cheap-to-clone handle shared by the TLS listener
@@ -69,6 +101,8 @@ impl MqttServer {
                 registry: SessionRegistry::default(),
                 config,
                 shutdown,
+                counters: Arc::default(),
+                tasks: watch::channel(0).0,
             }),
         }
     }
@@ -77,7 +111,8 @@ impl MqttServer {
     /// sender is dropped), then closes every connection of this endpoint. Each
     /// connection gets `TCP_NODELAY`, the TLS handshake when `tls` is given (IoT
     /// Hub has no plain MQTT; `None` is for tests and TLS-terminating proxies),
-    /// and its own task.
+    /// and its own task; beyond [`ServerConfig::max_unauthenticated`] sockets
+    /// still authenticating, a new one is closed at once instead.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -104,34 +139,69 @@ impl MqttServer {
                     continue;
                 }
             };
+            let Some(unauthenticated) = self
+                .shared
+                .counters
+                .admit(self.shared.config.max_unauthenticated)
+            else {
+                // Closing costs nothing; the client retries later.
+                tracing::debug!(%peer, "too many unauthenticated connections: closed");
+                drop(tcp);
+                continue;
+            };
             // Twin responses are small and latency-bound: do not let Nagle hold them.
             let _ = tcp.set_nodelay(true);
             let server = self.clone();
             let tls = tls.clone();
+            let mut stop = self.shared.shutdown.subscribe();
             tokio::spawn(async move {
+                let shared = &server.shared;
+                let _task = Task::start(&shared.tasks);
                 let Some(acceptor) = tls else {
-                    server.serve_connection(tcp).await;
+                    connection::run(shared, tcp, unauthenticated).await;
                     return;
                 };
-                let timeout = server.shared.config.tls_handshake_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => server.serve_connection(stream).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let timeout = shared.config.tls_handshake_timeout;
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)) => handshake,
+                    _ = stop.wait_for(|stop| *stop) => {
+                        shared.counters.closed(CloseReason::Shutdown);
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(Ok(stream)) => connection::run(shared, stream, unauthenticated).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        shared.counters.closed(CloseReason::TlsFailed);
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        shared.counters.closed(CloseReason::TlsTimeout);
+                    }
                 }
             });
         }
+        drop(listener);
         self.shutdown();
     }
 
     /// Serves one MQTT connection over an already established byte stream (TLS,
     /// or a WebSocket wrapped in [`WsByteStream`](crate::WsByteStream)) until it
-    /// ends. Runs on the caller's task.
+    /// ends. Runs on the caller's task. Counts among the unauthenticated
+    /// connections until its CONNECT is accepted, and returns at once (dropping
+    /// the stream) when they are at the cap.
     pub async fn serve_connection<S>(&self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Send,
     {
-        connection::run(&self.shared, stream).await;
+        let shared = &self.shared;
+        let _task = Task::start(&shared.tasks);
+        let Some(unauthenticated) = shared.counters.admit(shared.config.max_unauthenticated) else {
+            tracing::debug!("too many unauthenticated connections: closed");
+            return;
+        };
+        connection::run(shared, stream, unauthenticated).await;
     }
 
     /// Closes every connection of this endpoint, now and from now on.
@@ -139,14 +209,21 @@ impl MqttServer {
         self.shared.shutdown.send_replace(true);
     }
 
+    /// Resolves once no connection task of this endpoint runs (after
+    /// [`MqttServer::shutdown`], within a second or so: each flushes what it has
+    /// queued and closes).
+    pub async fn closed(&self) {
+        let mut tasks = self.shared.tasks.subscribe();
+        let _ = tasks.wait_for(|n| *n == 0).await;
+    }
+
     /// Connections currently open and authenticated.
     pub fn live_connections(&self) -> usize {
         self.shared.registry.live()
     }
 
-    /// Sessions held: live ones and the stored subscriptions of disconnected
-    /// clean-session-0 clients.
-    pub fn stored_sessions(&self) -> usize {
-        self.shared.registry.stored()
+    /// The endpoint's counters and gauges.
+    pub fn metrics(&self) -> MqttMetrics {
+        self.shared.counters.snapshot(self.shared.registry.live())
     }
 }

@@ -60,6 +60,57 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// Whether nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The topic filters of `identity` these subscriptions stand for, with their
+    /// granted QoS: the form in which the hub stores them.
+    pub fn filters(&self, identity: &Identity) -> Vec<(String, QoS)> {
+        let device_id = identity.device_id.as_str();
+        let module = identity.module_id.as_deref();
+        let mut out = Vec::new();
+        let mut push = |qos: Option<QoS>, filter: Option<Filter<'_>>| {
+            if let (Some(qos), Some(filter)) = (qos, filter) {
+                out.push((filter.to_filter(), qos));
+            }
+        };
+        push(self.twin_responses, Some(Filter::TwinResponses));
+        push(self.desired, Some(Filter::DesiredPatches));
+        push(self.methods, Some(Filter::MethodRequests));
+        push(
+            self.cloud_to_device,
+            module
+                .is_none()
+                .then_some(Filter::CloudToDevice { device_id }),
+        );
+        push(
+            self.module_inputs,
+            module.map(|module_id| Filter::ModuleInputs {
+                device_id,
+                module_id,
+            }),
+        );
+        out
+    }
+
+    /// The subscriptions stored as `filters` for `identity`. Filters that are not
+    /// this identity's (which a SUBSCRIBE could never have granted) are skipped,
+    /// and QoS is capped at 1.
+    pub fn from_filters<'f>(
+        identity: &Identity,
+        filters: impl IntoIterator<Item = (&'f str, QoS)>,
+    ) -> Self {
+        let mut subscriptions = Self::default();
+        for (filter, qos) in filters {
+            if let Some(kind) = filter_kind(identity, filter) {
+                *subscriptions.slot(kind) = Some(qos.min(QoS::AtLeastOnce));
+            }
+        }
+        subscriptions
+    }
+
     fn slot(&mut self, kind: FilterKind) -> &mut Option<QoS> {
         match kind {
             FilterKind::TwinResponses => &mut self.twin_responses,
@@ -78,6 +129,28 @@ enum FilterKind {
     Methods,
     CloudToDevice,
     ModuleInputs,
+}
+
+/// Which of `identity`'s subscriptions a filter names, if any.
+fn filter_kind(identity: &Identity, filter: &str) -> Option<FilterKind> {
+    let own_device = |d: &str| d == identity.device_id;
+    match Filter::parse(filter).ok()? {
+        Filter::TwinResponses => Some(FilterKind::TwinResponses),
+        Filter::DesiredPatches => Some(FilterKind::Desired),
+        Filter::MethodRequests => Some(FilterKind::Methods),
+        Filter::CloudToDevice { device_id }
+            if own_device(device_id) && identity.module_id.is_none() =>
+        {
+            Some(FilterKind::CloudToDevice)
+        }
+        Filter::ModuleInputs {
+            device_id,
+            module_id,
+        } if own_device(device_id) && identity.module_id.as_deref() == Some(module_id) => {
+            Some(FilterKind::ModuleInputs)
+        }
+        Filter::CloudToDevice { .. } | Filter::ModuleInputs { .. } => None,
+    }
 }
 
 /// Something the driver must do.
@@ -100,6 +173,8 @@ pub enum Action {
         version: Option<i64>,
     },
     /// The subscriptions changed; persist them for a clean-session-0 reconnect.
+    /// Comes right before the SUBACK or UNSUBACK that confirms the change, so a
+    /// driver can hold that acknowledgement until the change is durable.
     SubscriptionsChanged(Subscriptions),
     /// The device was active (throttled), for `lastActivityTime`.
     Activity,
@@ -356,48 +431,25 @@ impl Session {
         }
     }
 
-    /// Which of this identity's subscriptions a filter names, if any.
-    fn filter_kind(&self, filter: &str) -> Option<FilterKind> {
-        let own_device = |d: &str| d == self.identity.device_id;
-        match Filter::parse(filter).ok()? {
-            Filter::TwinResponses => Some(FilterKind::TwinResponses),
-            Filter::DesiredPatches => Some(FilterKind::Desired),
-            Filter::MethodRequests => Some(FilterKind::Methods),
-            Filter::CloudToDevice { device_id }
-                if own_device(device_id) && self.identity.module_id.is_none() =>
-            {
-                Some(FilterKind::CloudToDevice)
-            }
-            Filter::ModuleInputs {
-                device_id,
-                module_id,
-            } if own_device(device_id) && self.identity.module_id.as_deref() == Some(module_id) => {
-                Some(FilterKind::ModuleInputs)
-            }
-            Filter::CloudToDevice { .. } | Filter::ModuleInputs { .. } => None,
-        }
-    }
-
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
         // IoT Hub disconnects on a filter it does not support instead of granting
         // 0x80 (spec §2.6); the SDKs only use supported ones.
         let mut subscriptions = self.subscriptions;
         let mut granted = Vec::with_capacity(s.filters.len());
         for (filter, requested) in &s.filters {
-            let kind = self
-                .filter_kind(filter)
+            let kind = filter_kind(&self.identity, filter)
                 .ok_or_else(|| Close::ForbiddenFilter(filter.clone()))?;
             let qos = (*requested).min(QoS::AtLeastOnce);
             *subscriptions.slot(kind) = Some(qos);
             granted.push(Some(qos));
         }
         self.subscriptions = subscriptions;
+        self.actions
+            .push_back(Action::SubscriptionsChanged(subscriptions));
         self.actions.push_back(Action::Send(ServerPacket::SubAck {
             packet_id: s.packet_id,
             granted,
         }));
-        self.actions
-            .push_back(Action::SubscriptionsChanged(subscriptions));
         Ok(())
     }
 
@@ -405,16 +457,16 @@ impl Session {
         // UNSUBACK is due even when nothing matched ([MQTT-3.10.4-5]).
         let before = self.subscriptions;
         for filter in &u.filters {
-            if let Some(kind) = self.filter_kind(filter) {
+            if let Some(kind) = filter_kind(&self.identity, filter) {
                 *self.subscriptions.slot(kind) = None;
             }
         }
-        self.actions
-            .push_back(Action::Send(ServerPacket::UnsubAck(u.packet_id)));
         if self.subscriptions != before {
             self.actions
                 .push_back(Action::SubscriptionsChanged(self.subscriptions));
         }
+        self.actions
+            .push_back(Action::Send(ServerPacket::UnsubAck(u.packet_id)));
     }
 
     /// The result of an [`Action::GetTwin`]: 200 with the twin, or an error.

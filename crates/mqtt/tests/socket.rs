@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use twinhub_mqtt::ServerConfig;
 
 #[tokio::test]
@@ -306,4 +307,88 @@ async fn shutdown_closes_connections_and_stops_accepting() {
     hub.stop.send_replace(true);
     assert!(c.closed().await);
     hub.wait_live(0).await;
+}
+
+#[tokio::test]
+async fn suback_waits_until_the_subscription_is_stored() {
+    let hub = TestHub::start(&["dev1"]).await;
+    let (mut c, present) = hub.connect("dev1", false).await;
+    assert!(!present);
+    hub.backend.saves_durable.send_replace(false);
+    c.send(&subscribe(
+        1,
+        &[("$iothub/twin/PATCH/properties/desired/#", 1)],
+    ))
+    .await;
+    // The connection goes on (PINGRESP), the subscription already applies, but
+    // the SUBACK waits for durability.
+    c.send(&PINGREQ).await;
+    c.expect(0xd0, &[]).await;
+    hub.backend.set_desired("dev1", json!({"a": 1}));
+    let n = c.publish().await;
+    assert_eq!(n.topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    c.send(&puback(n.packet_id)).await;
+    assert!(hub.backend.stored_sessions().contains_key("dev1"));
+    hub.backend.saves_durable.send_replace(true);
+    c.expect(0x90, &[0, 1, 1]).await;
+    let m = hub.server.metrics();
+    assert_eq!(m.desired_notifications, 1);
+    assert_eq!(m.connacks[0], 1);
+
+    // Clean session 1 forgets the stored session before its CONNACK.
+    drop(c);
+    hub.wait_live(0).await;
+    let (_c, present) = hub.connect("dev1", true).await;
+    assert!(!present);
+    assert!(hub.backend.stored_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn a_subscription_that_cannot_be_stored_closes_the_connection() {
+    let hub = TestHub::start(&["dev1"]).await;
+    let (mut c, _) = hub.connect("dev1", false).await;
+    hub.backend
+        .saves_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    c.send(&subscribe(1, &[("$iothub/twin/res/#", 1)])).await;
+    assert!(c.closed().await, "no SUBACK for a subscription not stored");
+    hub.wait_live(0).await;
+    let closed = hub.server.metrics().closed;
+    let i = twinhub_mqtt::CloseReason::ALL
+        .iter()
+        .position(|r| *r == twinhub_mqtt::CloseReason::HubError)
+        .unwrap();
+    assert_eq!(closed[i], 1);
+}
+
+#[tokio::test]
+async fn sockets_beyond_the_unauthenticated_cap_are_closed_at_once() {
+    let config = ServerConfig {
+        max_unauthenticated: 2,
+        ..ServerConfig::default()
+    };
+    let hub = TestHub::start_with(&["dev1"], config).await;
+    // Two clients that complete TLS and never send CONNECT fill the cap.
+    let idle = [hub.raw().await, hub.raw().await];
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed without a byte");
+    let m = hub.server.metrics();
+    assert_eq!((m.unauthenticated, m.refused_unauthenticated), (2, 1));
+    // Once they go, devices get in again; an authenticated one no longer counts.
+    drop(idle);
+    for _ in 0..200 {
+        if hub.server.metrics().unauthenticated == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_c, _) = hub.connect("dev1", false).await;
+    let (_d, _) = hub.connect("dev1", false).await;
+    let _e = hub.raw().await;
+    let _f = hub.raw().await;
+    let m = hub.server.metrics();
+    assert_eq!(m.refused_unauthenticated, 1);
+    assert_eq!(m.live_connections, 1);
 }

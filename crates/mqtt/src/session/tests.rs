@@ -198,6 +198,7 @@ fn subscribe_grants_at_most_qos1() {
     assert_eq!(
         drain(&mut s),
         [
+            Action::SubscriptionsChanged(expected),
             Action::Send(ServerPacket::SubAck {
                 packet_id: 9,
                 granted: vec![
@@ -207,8 +208,64 @@ fn subscribe_grants_at_most_qos1() {
                     Some(QoS::AtLeastOnce)
                 ]
             }),
-            Action::SubscriptionsChanged(expected),
         ]
+    );
+}
+
+#[test]
+fn subscriptions_round_trip_through_their_filters() {
+    let device = Identity::device("dev1");
+    let all = Subscriptions {
+        twin_responses: Some(QoS::AtLeastOnce),
+        desired: Some(QoS::AtMostOnce),
+        methods: Some(QoS::AtLeastOnce),
+        cloud_to_device: Some(QoS::AtLeastOnce),
+        module_inputs: None,
+    };
+    let filters = all.filters(&device);
+    assert_eq!(filters.len(), 4);
+    assert!(filters.contains(&(
+        "devices/dev1/messages/devicebound/#".into(),
+        QoS::AtLeastOnce
+    )));
+    let back = Subscriptions::from_filters(&device, filters.iter().map(|(f, q)| (f.as_str(), *q)));
+    assert_eq!(back, all);
+    // Another identity's filters, unknown ones and QoS 2 are not restored as such.
+    let other = Subscriptions::from_filters(
+        &Identity::device("dev2"),
+        filters.iter().map(|(f, q)| (f.as_str(), *q)),
+    );
+    assert_eq!(other.cloud_to_device, None);
+    let capped = Subscriptions::from_filters(
+        &device,
+        [
+            ("$iothub/twin/res/#", QoS::ExactlyOnce),
+            ("#", QoS::AtMostOnce),
+        ],
+    );
+    assert_eq!(
+        capped,
+        Subscriptions {
+            twin_responses: Some(QoS::AtLeastOnce),
+            ..Subscriptions::default()
+        }
+    );
+    assert!(Subscriptions::default().is_empty() && !capped.is_empty());
+    let module = Identity {
+        device_id: "dev1".into(),
+        module_id: Some("m".into()),
+    };
+    let inputs = Subscriptions {
+        module_inputs: Some(QoS::AtLeastOnce),
+        cloud_to_device: Some(QoS::AtLeastOnce),
+        ..Subscriptions::default()
+    };
+    assert_eq!(
+        inputs.filters(&module),
+        [(
+            "devices/dev1/modules/m/inputs/#".to_owned(),
+            QoS::AtLeastOnce
+        )]
     );
 }
 
@@ -234,8 +291,8 @@ fn unsubscribe_always_acks_and_reports_changes() {
     assert_eq!(
         drain(&mut s),
         [
+            Action::SubscriptionsChanged(Subscriptions::default()),
             Action::Send(ServerPacket::UnsubAck(4)),
-            Action::SubscriptionsChanged(Subscriptions::default())
         ]
     );
 }

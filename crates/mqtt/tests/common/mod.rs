@@ -13,7 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use twinhub_core::{HubError, Timestamp};
-use twinhub_mqtt::{DeviceBackend, DeviceEvent, DeviceEvents, Identity, MqttServer, ServerConfig};
+use twinhub_mqtt::{
+    DeviceBackend, DeviceEvent, DeviceEvents, Identity, MqttServer, ServerConfig, Subscriptions,
+};
 
 pub const HOST: &str = "localhost";
 
@@ -38,15 +40,30 @@ struct State {
     devices: HashMap<String, Device>,
     watchers: HashMap<String, Vec<mpsc::UnboundedSender<DeviceEvent>>>,
     presence: Vec<String>,
+    sessions: HashMap<String, Subscriptions>,
 }
 
 /// An in-memory hub: devices whose password is [`password`], twins with
-/// versions, desired-change fan-out, and a log of presence calls.
-#[derive(Default)]
+/// versions, desired-change fan-out, stored sessions, and a log of presence calls.
 pub struct FakeBackend {
     state: Mutex<State>,
     /// Token lifetime in seconds from the CONNECT.
     pub token_ttl: Mutex<i64>,
+    /// While false, session saves stay pending (not yet durable).
+    pub saves_durable: watch::Sender<bool>,
+    /// Session saves fail (storage failed).
+    pub saves_fail: std::sync::atomic::AtomicBool,
+}
+
+impl Default for FakeBackend {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            token_ttl: Mutex::default(),
+            saves_durable: watch::channel(true).0,
+            saves_fail: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl FakeBackend {
@@ -105,6 +122,11 @@ impl FakeBackend {
         let state = self.state.lock().unwrap();
         let d = &state.devices[device];
         (Value::Object(d.reported.clone()), d.reported_version)
+    }
+
+    /// The stored sessions, by client id.
+    pub fn stored_sessions(&self) -> HashMap<String, Subscriptions> {
+        self.state.lock().unwrap().sessions.clone()
     }
 
     /// "connected:dev1", "disconnected:dev1", in call order.
@@ -187,6 +209,41 @@ impl DeviceBackend for FakeBackend {
     }
 
     fn activity(&self, _id: &Identity, _now: Timestamp) {}
+
+    fn stored_session(&self, id: &Identity) -> Option<Subscriptions> {
+        self.state
+            .lock()
+            .unwrap()
+            .sessions
+            .get(&id.client_id())
+            .copied()
+    }
+
+    fn save_session(
+        &self,
+        id: &Identity,
+        subscriptions: Option<Subscriptions>,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        let mut state = self.state.lock().unwrap();
+        match subscriptions {
+            Some(s) => state.sessions.insert(id.client_id(), s),
+            None => state.sessions.remove(&id.client_id()),
+        };
+        let fail = self.saves_fail.load(std::sync::atomic::Ordering::SeqCst);
+        let mut durable = self.saves_durable.subscribe();
+        Box::pin(async move {
+            // Durable a moment later, as a commit would be.
+            tokio::task::yield_now().await;
+            let _ = durable.wait_for(|d| *d).await;
+            if fail {
+                return Err(HubError::new(
+                    twinhub_core::ErrorCode::ServiceUnavailable,
+                    "storage failed",
+                ));
+            }
+            Ok(())
+        })
+    }
 }
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`.
