@@ -10,10 +10,13 @@
 //! - [`devices`], [`twins`], [`statistics`]: the handlers.
 //! - [`websocket`]: MQTT over WebSockets at `/$iothub/websocket`, handed to the
 //!   MQTT endpoint.
-//! - [`server`]: the TLS accept loop (HTTP/1.1 with upgrades, header timeouts).
+//! - [`metrics`]: `GET /metrics`, every layer's counters as Prometheus text.
+//! - [`server`]: the TLS accept loop (HTTP/1.1 with upgrades, header timeouts, a
+//!   cap on handshakes in progress).
 
 pub mod devices;
 pub mod error;
+pub mod metrics;
 pub mod request;
 pub mod server;
 pub mod statistics;

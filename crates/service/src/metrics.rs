@@ -9,7 +9,8 @@
 use crate::events::DeviceEvent;
 use crate::state::Hub;
 use std::sync::atomic::{AtomicU64, Ordering};
-use twinhub_store::CommitStatsSnapshot;
+pub use twinhub_store::committer::BATCH_BUCKETS;
+pub use twinhub_store::CommitStatsSnapshot;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
