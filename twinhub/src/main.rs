@@ -98,6 +98,9 @@ fn main() -> ExitCode {
             Command::Query(args) => cli::query(&cli.global, args).await,
         }
     });
+    // Blocking work still running (a long query) must not hold the exit past
+    // the graceful shutdown's budget.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

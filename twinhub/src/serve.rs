@@ -1,6 +1,9 @@
-//! `twinhub serve`: opens the store, starts the HTTPS (REST and MQTT over
-//! WebSockets) and MQTT/TLS listeners, and shuts down gracefully on SIGINT/SIGTERM:
-//! stop accepting, let requests in flight finish, commit what is queued, exit 0.
+//! `twinhub serve`: opens the store, starts the HTTPS (REST, MQTT over WebSockets
+//! and `/metrics`) and MQTT/TLS listeners, and shuts down gracefully on
+//! SIGINT/SIGTERM, within 5 s (the timeouts below add up to less): stop accepting (the listening
+//! sockets close), let HTTP requests in flight finish and close MQTT sessions
+//! (each flushes what it has queued), refuse further writes and wait for the
+//! group commit to make everything queued durable, exit 0.
 
 use crate::config::DataDir;
 use crate::device_backend::HubBackend;
@@ -8,14 +11,20 @@ use crate::{tls, Global};
 use clap::Args;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use twinhub_service::{Hub, HubConfig};
 use twinhub_store::SqliteStore;
 
-/// How long shutdown waits for requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight and sessions to close; what is
+/// still open then is dropped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the last group commit.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long shutdown waits for the committer thread to close the database.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// `twinhub serve` options.
 #[derive(Args)]
@@ -44,6 +53,22 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The most connections at once, per listener, that have not yet completed
+    /// the TLS handshake (HTTPS) or TLS and an accepted CONNECT (MQTT); sockets
+    /// beyond it are closed on arrival and counted in /metrics.
+    #[arg(long, default_value_t = twinhub_mqtt::DEFAULT_MAX_UNAUTHENTICATED)]
+    max_unauthenticated: usize,
+    /// Seconds a client may take for each step of proving itself: the TLS
+    /// handshake, the MQTT CONNECT, an HTTP request's headers.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    handshake_timeout: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err("expected seconds, more than 0 and at most 3600".into()),
+    }
 }
 
 async fn bind(
@@ -83,20 +108,27 @@ async fn bind(
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT and SIGTERM, listened for from the start, so that a signal arriving
+/// while the hub starts is not lost (nor kills it without a clean stop).
+struct ShutdownSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> Result<Self, String> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        let install = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }
@@ -111,6 +143,7 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let mut signals = ShutdownSignal::install()?;
     let data = DataDir::new(&global.data_dir);
     data.create()?;
     let hub_file = data.load_or_init(&args.hostnames, args.https_port, args.mqtts_port)?;
@@ -138,15 +171,43 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
-    let mqtt = twinhub_mqtt::MqttServer::new(std::sync::Arc::new(HubBackend(hub.clone())));
-    let app =
-        twinhub_http::router(hub.clone()).merge(twinhub_http::websocket::router(mqtt.clone()));
+    let handshake_timeout = Duration::from_secs_f64(args.handshake_timeout);
+    let mqtt_config = twinhub_mqtt::ServerConfig {
+        tls_handshake_timeout: handshake_timeout,
+        connect_timeout: handshake_timeout,
+        max_unauthenticated: args.max_unauthenticated,
+        ..twinhub_mqtt::ServerConfig::default()
+    };
+    let listener_config = twinhub_http::server::ListenerConfig {
+        handshake_timeout,
+        header_timeout: handshake_timeout,
+        max_handshaking: args.max_unauthenticated,
+    };
+    let mqtt =
+        twinhub_mqtt::MqttServer::with_config(Arc::new(HubBackend(hub.clone())), mqtt_config);
+    let https_stats = Arc::new(twinhub_http::server::ListenerStats::default());
+    let insecure_stats = Arc::new(twinhub_http::server::ListenerStats::default());
+    let mut listeners = vec![("https", https_stats.clone())];
+    if insecure.is_some() {
+        listeners.push(("http", insecure_stats.clone()));
+    }
+    let app = twinhub_http::router(hub.clone())
+        .merge(twinhub_http::websocket::router(mqtt.clone()))
+        .merge(twinhub_http::metrics::router(
+            twinhub_http::metrics::Sources {
+                hub: hub.clone(),
+                mqtt: mqtt.clone(),
+                listeners,
+            },
+        ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(twinhub_http::server::serve(
         https,
         Some(tokio_rustls::TlsAcceptor::from(https_tls)),
         app.clone(),
         stopped.clone(),
+        listener_config.clone(),
+        https_stats,
     ));
     tasks.spawn({
         let mqtt = mqtt.clone();
@@ -161,6 +222,8 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
             None,
             app.clone(),
             stopped.clone(),
+            listener_config,
+            insecure_stats,
         ));
     }
     // The listeners hold their own handles; this one would keep the committer
@@ -174,25 +237,41 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
         "twinhub ready"
     );
 
-    shutdown_signal().await;
+    signals.recv().await;
+    let started = Instant::now();
     tracing::info!("shutting down");
+    // 1. Stop accepting; requests in flight finish, MQTT sessions flush and close.
     let _ = stop.send(true);
     mqtt.shutdown();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while tasks.join_next().await.is_some() {}
+        mqtt.closed().await;
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+    // Aborts the connections that outlived the drain.
+    drop(tasks);
+    // 2. Refuse further writes and make everything queued durable. Handles of the
+    // hub still held elsewhere (a task being aborted) do not delay this.
+    match tokio::time::timeout(FLUSH_TIMEOUT, hub.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the last commit failed"),
+        Err(_) => tracing::error!("the last commit did not finish in {FLUSH_TIMEOUT:?}"),
     }
     drop(mqtt);
     drop(hub);
-    // The committer finishes once the last hub handle is gone; connection tasks
-    // that outlived the drain may still hold one, so do not wait forever.
-    let joined = tokio::task::spawn_blocking(move || committer.join());
-    if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
-        tracing::warn!("storage committer did not finish in time");
+    // 3. The committer thread closes the database once the last handle is gone;
+    // give it a moment, without waiting on a straggler (everything acknowledged
+    // is durable already).
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while !committer.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::info!("stopped");
+    if committer.is_finished() {
+        let _ = committer.join();
+    }
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "stopped");
     Ok(())
 }
