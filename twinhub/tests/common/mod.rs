@@ -38,6 +38,11 @@ impl Hub {
 
     /// A hub on `data` with the given ports (0 picks a free one).
     pub fn start_in(data: &Path, https_port: u16, mqtts_port: u16) -> Self {
+        Self::start_with(data, https_port, mqtts_port, &[])
+    }
+
+    /// Like [`Hub::start_in`], with extra `twinhub serve` arguments.
+    pub fn start_with(data: &Path, https_port: u16, mqtts_port: u16, extra: &[&str]) -> Self {
         let https_port = if https_port == 0 {
             free_port()
         } else {
@@ -58,6 +63,7 @@ impl Hub {
             ])
             .arg("--data-dir")
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,6 +92,28 @@ impl Hub {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM (through `kill`, no libc) and waits up to `within` for the
+    /// hub to exit; returns its exit status and how long it took, or `None` if it
+    /// was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// The process id.
