@@ -53,7 +53,7 @@ impl Hub {
         } else {
             mqtts_port
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
             .args(["serve", "--bind", "127.0.0.1"])
             .args([
                 "--https-port",
@@ -70,9 +70,13 @@ impl Hub {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start twinhub");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a loaded 2-core machine can take long to start a process.
+        let deadline = Instant::now() + Duration::from_secs(90);
         for port in [https_port, mqtts_port] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("hub exited before listening on {port}: {status}");
+                }
                 assert!(Instant::now() < deadline, "hub did not start listening");
                 std::thread::sleep(Duration::from_millis(25));
             }
