@@ -333,7 +333,7 @@ async fn report(client: &AsyncClient, events: &mut EventLoop, rid: &str, patch: 
 const OWNER_READ: &[&str] = &["iothubowner", "registryRead", "registryReadWrite"];
 const OWNER_WRITE: &[&str] = &["iothubowner", "registryReadWrite"];
 const OWNER_SERVICE: &[&str] = &["iothubowner", "service"];
-/// Queries: ServiceConnect or RegistryRead.
+/// Queries and metrics: ServiceConnect or RegistryRead.
 const OWNER_QUERY: &[&str] = &[
     "iothubowner",
     "service",
@@ -395,6 +395,8 @@ async fn every_endpoint_allows_exactly_the_policies_of_the_spec() {
         // are a service-client call on IoT Hub (the `service` policy reads them),
         // and Twinhub asks ServiceConnect for them (crates/http/src/statistics.rs).
         ("GET", "/statistics/service", None, OWNER_SERVICE),
+        // Prometheus text: RegistryRead or ServiceConnect, like queries.
+        ("GET", "/metrics", None, OWNER_QUERY),
     ];
     for (method, path, body, allowed) in &cases {
         for policy in POLICIES {
