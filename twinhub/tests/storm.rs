@@ -18,6 +18,9 @@
 //! ```sh
 //! cargo test --release -p twinhub --test storm -- --ignored --nocapture
 //! ```
+//!
+//! `TWINHUB_STORM_HUB_ARGS` adds `twinhub serve` arguments (space-separated), e.g.
+//! `--max-unauthenticated 16384` to see how the cap shapes a storm.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -88,10 +91,29 @@ struct Wave {
     resumed: usize,
     retried: usize,
     slowest: Duration,
+    /// The hub's highest RSS seen during the wave, MiB.
+    peak_rss_mib: f64,
 }
 
 /// Every device reconnects at once and reads its twin.
-async fn reconnect_all(fleet: &Arc<Fleet>, n: usize, limit: Duration) -> (Vec<Device>, Wave) {
+async fn reconnect_all(
+    fleet: &Arc<Fleet>,
+    n: usize,
+    limit: Duration,
+    hub_pid: u32,
+) -> (Vec<Device>, Wave) {
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(lean::rss_kib(hub_pid));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        })
+    };
     let started = Instant::now();
     let deadline = started + limit;
     let tasks: Vec<_> = (0..n)
@@ -111,6 +133,7 @@ async fn reconnect_all(fleet: &Arc<Fleet>, n: usize, limit: Duration) -> (Vec<De
         resumed: 0,
         retried: 0,
         slowest: Duration::ZERO,
+        peak_rss_mib: 0.0,
     };
     for task in tasks {
         let (device, present, attempts, done) = task.await.unwrap();
@@ -120,6 +143,8 @@ async fn reconnect_all(fleet: &Arc<Fleet>, n: usize, limit: Duration) -> (Vec<De
         wave.slowest = wave.slowest.max(done);
     }
     wave.took = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    wave.peak_rss_mib = mib(sampler.await.unwrap());
     (devices, wave)
 }
 
@@ -145,7 +170,9 @@ fn mib(kib: u64) -> f64 {
 async fn storm(n: usize, sources: Vec<Ipv4Addr>, limit: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut hub = common::Hub::start_in(&data, 0, 0);
+    let args = std::env::var("TWINHUB_STORM_HUB_ARGS").unwrap_or_default();
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut hub = common::Hub::start_with(&data, 0, 0, &args);
     let ca = hub.ca_pem();
     let http = lean::http_client(&ca);
     let owner = lean::service_token("iothubowner", &hub.policy_key("iothubowner"));
@@ -200,7 +227,7 @@ async fn storm(n: usize, sources: Vec<Ipv4Addr>, limit: Duration) {
 
     // 1. All dropped at once, all back at once.
     drop(devices);
-    let (devices, wave) = reconnect_all(&fleet, n, limit).await;
+    let (devices, wave) = reconnect_all(&fleet, n, limit, pid).await;
     eprintln!("storm: drop-and-reconnect of {n}: {wave:?}");
     assert_eq!(wave.resumed, n, "every stored session resumed");
     let port = hub.https_port;
@@ -231,9 +258,10 @@ async fn storm(n: usize, sources: Vec<Ipv4Addr>, limit: Duration) {
     hub.kill();
     drop(devices);
     let restarted = Instant::now();
-    hub = common::Hub::start_in(&data, hub.https_port, hub.mqtts_port);
+    hub = common::Hub::start_with(&data, hub.https_port, hub.mqtts_port, &args);
     eprintln!("storm: hub restarted in {:?}", restarted.elapsed());
-    let (mut devices, wave) = reconnect_all(&fleet, n, limit).await;
+    let pid = hub.pid().unwrap();
+    let (mut devices, wave) = reconnect_all(&fleet, n, limit, pid).await;
     eprintln!("storm: reconnect after kill -9 and restart: {wave:?}");
     assert_eq!(wave.resumed, n, "every stored session survived the restart");
     assert_eq!(metric("twinhub_mqtt_connections", port).await, n as f64);
