@@ -3,8 +3,10 @@
 //! [`decode`] takes one whole packet off the front of the buffer, or nothing when
 //! the packet is still incomplete. Every malformation is an error naming the rule
 //! of the MQTT 3.1.1 specification it breaks; the connection answers each by
-//! closing ([MQTT-4.8.0-1]). A packet whose announced size exceeds the limit is
-//! refused as soon as its fixed header is read, before its body is buffered.
+//! closing ([MQTT-4.8.0-1]). A first byte no client may send (a reserved or
+//! server-only type, wrong fixed flags) is refused as soon as it arrives, and a
+//! packet whose announced size exceeds the limit as soon as its fixed header is
+//! read: neither waits for a body to be buffered.
 
 use crate::packet::{ClientPacket, Connect, Publish, QoS, Subscribe, Unsubscribe, Will};
 use bytes::{Buf, Bytes, BytesMut};
@@ -34,6 +36,9 @@ use DecodeError::Malformed;
 /// Decodes the packet at the front of `buf`, removing its bytes. `Ok(None)`: more
 /// bytes are needed (nothing is consumed). `max` bounds the whole packet size.
 pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<ClientPacket>, DecodeError> {
+    if let Some(&first) = buf.first() {
+        first_byte(first)?;
+    }
     let Some((header_len, remaining)) = fixed_header(buf)? else {
         return Ok(None);
     };
@@ -48,47 +53,50 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<ClientPacket>, De
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header_len);
     let flags = first & 0x0f;
+    // The type and its fixed flags were checked by `first_byte`.
     let packet = match first >> 4 {
-        1 => {
-            fixed_flags(flags, 0, "[MQTT-2.2.2-1] CONNECT flags must be 0")?;
-            ClientPacket::Connect(Box::new(connect(frame)?))
-        }
+        1 => ClientPacket::Connect(Box::new(connect(frame)?)),
         3 => ClientPacket::Publish(publish(flags, frame)?),
-        4 => {
-            fixed_flags(flags, 0, "[MQTT-2.2.2-1] PUBACK flags must be 0")?;
-            ClientPacket::PubAck(packet_id_only(
-                frame,
-                "[MQTT-3.4.1] PUBACK length must be 2",
-            )?)
-        }
-        8 => {
-            fixed_flags(flags, 2, "[MQTT-3.8.1-1] SUBSCRIBE flags must be 0010")?;
-            ClientPacket::Subscribe(subscribe(frame)?)
-        }
-        10 => {
-            fixed_flags(flags, 2, "[MQTT-3.10.1-1] UNSUBSCRIBE flags must be 0010")?;
-            ClientPacket::Unsubscribe(unsubscribe(frame)?)
-        }
+        4 => ClientPacket::PubAck(packet_id_only(
+            frame,
+            "[MQTT-3.4.1] PUBACK length must be 2",
+        )?),
+        8 => ClientPacket::Subscribe(subscribe(frame)?),
+        10 => ClientPacket::Unsubscribe(unsubscribe(frame)?),
         12 => {
-            fixed_flags(flags, 0, "[MQTT-2.2.2-1] PINGREQ flags must be 0")?;
             empty(&frame, "[MQTT-3.12.1] PINGREQ has no body")?;
             ClientPacket::PingReq
         }
         14 => {
-            fixed_flags(flags, 0, "[MQTT-2.2.2-1] DISCONNECT flags must be 0")?;
             empty(&frame, "[MQTT-3.14.1] DISCONNECT has no body")?;
             ClientPacket::Disconnect
         }
-        2 => return Err(DecodeError::Unexpected("CONNACK")),
-        5 => return Err(DecodeError::Unexpected("PUBREC")),
-        6 => return Err(DecodeError::Unexpected("PUBREL")),
-        7 => return Err(DecodeError::Unexpected("PUBCOMP")),
-        9 => return Err(DecodeError::Unexpected("SUBACK")),
-        11 => return Err(DecodeError::Unexpected("UNSUBACK")),
-        13 => return Err(DecodeError::Unexpected("PINGRESP")),
         _ => return Err(Malformed("[MQTT-2.2.1] reserved packet type 0 or 15")),
     };
     Ok(Some(packet))
+}
+
+/// Checks a packet's first byte: a type clients send, with the fixed flags the
+/// specification requires of it.
+fn first_byte(first: u8) -> Result<(), DecodeError> {
+    let flags = first & 0x0f;
+    match first >> 4 {
+        1 => fixed_flags(flags, 0, "[MQTT-2.2.2-1] CONNECT flags must be 0"),
+        3 => publish_flags(flags).map(drop),
+        4 => fixed_flags(flags, 0, "[MQTT-2.2.2-1] PUBACK flags must be 0"),
+        8 => fixed_flags(flags, 2, "[MQTT-3.8.1-1] SUBSCRIBE flags must be 0010"),
+        10 => fixed_flags(flags, 2, "[MQTT-3.10.1-1] UNSUBSCRIBE flags must be 0010"),
+        12 => fixed_flags(flags, 0, "[MQTT-2.2.2-1] PINGREQ flags must be 0"),
+        14 => fixed_flags(flags, 0, "[MQTT-2.2.2-1] DISCONNECT flags must be 0"),
+        2 => Err(DecodeError::Unexpected("CONNACK")),
+        5 => Err(DecodeError::Unexpected("PUBREC")),
+        6 => Err(DecodeError::Unexpected("PUBREL")),
+        7 => Err(DecodeError::Unexpected("PUBCOMP")),
+        9 => Err(DecodeError::Unexpected("SUBACK")),
+        11 => Err(DecodeError::Unexpected("UNSUBACK")),
+        13 => Err(DecodeError::Unexpected("PINGRESP")),
+        _ => Err(Malformed("[MQTT-2.2.1] reserved packet type 0 or 15")),
+    }
 }
 
 /// The total size of the packet at the front of `buf`, once its fixed header is
@@ -240,14 +248,20 @@ fn connect(mut frame: Bytes) -> Result<Connect, DecodeError> {
     })
 }
 
-fn publish(flags: u8, mut frame: Bytes) -> Result<Publish, DecodeError> {
+/// A PUBLISH's QoS and DUP from its fixed flags.
+fn publish_flags(flags: u8) -> Result<(QoS, bool), DecodeError> {
     let dup = flags & 0x08 != 0;
-    let retain = flags & 0x01 != 0;
     let qos = QoS::from_bits((flags >> 1) & 0x03)
         .ok_or(Malformed("[MQTT-3.3.1-4] PUBLISH QoS must not be 3"))?;
     if qos == QoS::AtMostOnce && dup {
         return Err(Malformed("[MQTT-3.3.1-2] DUP must be 0 for QoS 0"));
     }
+    Ok((qos, dup))
+}
+
+fn publish(flags: u8, mut frame: Bytes) -> Result<Publish, DecodeError> {
+    let (qos, dup) = publish_flags(flags)?;
+    let retain = flags & 0x01 != 0;
     let topic = string(&mut frame)?;
     if topic.is_empty() {
         return Err(Malformed("[MQTT-4.7.3-1] topic name must not be empty"));
@@ -339,6 +353,23 @@ mod tests {
         assert_eq!(c.client_id, "dev1");
         assert_eq!(c.username.as_deref(), Some("h/dev1/?api-version=1"));
         assert_eq!(c.password.as_deref(), Some(&b"token"[..]));
+    }
+
+    #[test]
+    fn a_first_byte_no_client_sends_is_refused_without_waiting_for_the_body() {
+        // Each announces a large body that has not arrived.
+        for first in [0x00, 0xf0, 0x20, 0x90, 0x11, 0x83, 0x36, 0x38, 0xc1] {
+            let err = one(&[first, 0xff, 0xff, 0x0f]).unwrap_err();
+            assert!(
+                !matches!(err, DecodeError::TooLarge { .. }),
+                "{first:#x}: {err}"
+            );
+            assert!(one(&[first]).is_err(), "{first:#x} alone");
+        }
+        // Valid first bytes wait for the rest.
+        for first in [0x10, 0x30, 0x32, 0x3b, 0x40, 0x82, 0xa2, 0xc0, 0xe0] {
+            assert_eq!(one(&[first]), Ok(None), "{first:#x}");
+        }
     }
 
     #[test]
