@@ -389,8 +389,17 @@ pub async fn metrics(
     https_port: u16,
     token: &str,
 ) -> std::collections::HashMap<String, f64> {
+    metrics_at(client, &format!("https://{HOST}:{https_port}"), token).await
+}
+
+/// `GET {base}/metrics` parsed into `name{labels}` → value.
+pub async fn metrics_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> std::collections::HashMap<String, f64> {
     let text = client
-        .get(format!("https://{HOST}:{https_port}/metrics"))
+        .get(format!("{base}/metrics"))
         .header("Authorization", token)
         .send()
         .await
