@@ -418,7 +418,7 @@ pub async fn metrics_at(
         .collect()
 }
 
-/// Creates devices `{prefix}{0..n}` through bulk requests of 100.
+/// Creates devices `{prefix}{0..n}` through bulk requests of 100, eight at a time.
 pub async fn create_devices(
     client: &reqwest::Client,
     https_port: u16,
@@ -427,24 +427,36 @@ pub async fn create_devices(
     n: usize,
 ) {
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    for chunk in ids.chunks(100) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .map(|id| serde_json::json!({"id": id, "importMode": "create"}))
-            .collect();
-        let response = client
-            .post(format!(
-                "https://{HOST}:{https_port}/devices?api-version=2021-04-12"
-            ))
-            .header("Authorization", owner_token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "bulk create: {}",
-            response.text().await.unwrap()
-        );
+    let gate = Arc::new(tokio::sync::Semaphore::new(8));
+    let requests: Vec<_> = ids
+        .chunks(100)
+        .map(|chunk| {
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|id| serde_json::json!({"id": id, "importMode": "create"}))
+                .collect();
+            let (client, gate) = (client.clone(), Arc::clone(&gate));
+            let token = owner_token.to_owned();
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let response = client
+                    .post(format!(
+                        "https://{HOST}:{https_port}/devices?api-version=2021-04-12"
+                    ))
+                    .header("Authorization", token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "bulk create: {}",
+                    response.text().await.unwrap()
+                );
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap();
     }
 }
