@@ -89,23 +89,40 @@ async fn bind(
         format!("cannot listen on port {port}: {e}{hint}")
     };
     match addr {
-        Some(ip) => TcpListener::bind(SocketAddr::new(ip, port))
-            .await
-            .map_err(explain),
-        None => match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+        Some(ip) => listen(SocketAddr::new(ip, port)).map_err(explain),
+        None => match listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
             Ok(l) => Ok(l),
             // No IPv6 on this machine: IPv4 only.
             Err(e)
                 if e.kind() != std::io::ErrorKind::PermissionDenied
                     && e.kind() != std::io::ErrorKind::AddrInUse =>
             {
-                TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
-                    .await
-                    .map_err(explain)
+                listen(SocketAddr::new(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    port,
+                ))
+                .map_err(explain)
             }
             Err(e) => Err(explain(e)),
         },
     }
+}
+
+/// Connections the kernel may hold completed for the accept loop. The default
+/// (128) overflows in a reconnect storm, and on Linux the overflow is silent: the
+/// client believes it is connected while the hub never sees the socket (with SYN
+/// cookies it is forgotten outright). The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and tokio do: a restarted hub can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// SIGINT and SIGTERM, listened for from the start, so that a signal arriving
