@@ -7,7 +7,10 @@
 #      out of date;
 #   3. runs every test of the workspace, including twinhub/tests/sdk_e2e.rs,
 #      which starts `twinhub serve` on ports 443/8883 (run as root, or grant
-#      the binary CAP_NET_BIND_SERVICE).
+#      the binary CAP_NET_BIND_SERVICE);
+#   4. runs the fuzz smoke (scripts/fuzz-smoke.sh: every cargo-fuzz target for
+#      FUZZ_SECONDS, default 15, from its committed corpus). TWINHUB_SKIP_FUZZ=1
+#      skips it for a quicker local run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,6 +45,18 @@ status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run: cargo prints a summary per test binary, and
 # the last one (a doc-test binary) often counts zero tests.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed", p, f }' "$log")
+
+fuzz="fuzz smoke skipped (TWINHUB_SKIP_FUZZ=1)"
+if [[ "${TWINHUB_SKIP_FUZZ:-0}" != 1 ]]; then
+  echo "==> fuzz smoke (scripts/fuzz-smoke.sh)"
+  if FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash scripts/fuzz-smoke.sh; then
+    fuzz="fuzz smoke passed"
+  else
+    fuzz="fuzz smoke FAILED"
+    status=1
+  fi
+fi
+echo "$summary; $fuzz"
 exit "$status"
