@@ -1,12 +1,18 @@
 //! Client commands, mirroring `az iot hub`. They talk to a hub over its REST API
 //! (never to its files behind its back): the local hub's owner key, CA and port are
-//! read from its data directory; `--login` names any other hub.
+//! read from its data directory; `--login` names any other hub. The exception is
+//! `policy`: shared access policies are the hub's configuration (`hub.json`, as
+//! they are Azure Resource Manager settings for IoT Hub, not registry data), so
+//! those verbs edit the data directory, and a running hub applies the change
+//! within a second.
 
 use crate::config::DataDir;
 use crate::Global;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use twinhub_core::connection_string;
+use twinhub_core::identity::generate_key;
+use twinhub_core::policy::{Permission, Policy};
 use twinhub_sdk::ServiceClient;
 
 /// `connection-string` verbs.
@@ -30,6 +36,81 @@ pub(crate) enum KeyType {
     Primary,
     /// The secondary key.
     Secondary,
+}
+
+/// `policy` verbs (`az iot hub policy`).
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// List the shared access policies, with their keys.
+    List,
+    /// Show one policy.
+    Show {
+        /// The policy name.
+        #[arg(long, short = 'n')]
+        name: String,
+    },
+    /// Create a policy with fresh keys.
+    Create {
+        /// The policy name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// What it grants.
+        #[arg(long, num_args = 1.., required = true)]
+        permissions: Vec<Right>,
+    },
+    /// Delete a policy: tokens signed with its keys are refused from then on.
+    Delete {
+        /// The policy name.
+        #[arg(long, short = 'n')]
+        name: String,
+    },
+    /// Regenerate a key (or swap the two): tokens signed with a replaced key are
+    /// refused from then on.
+    #[command(name = "renew-key")]
+    RenewKey {
+        /// The policy name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Which key.
+        #[arg(long = "renew-key", alias = "rk")]
+        which: RenewKey,
+    },
+}
+
+/// A right a policy grants, as `az iot hub policy create --permissions` spells it.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub(crate) enum Right {
+    /// Read the identity registry.
+    RegistryRead,
+    /// Write the identity registry.
+    RegistryWrite,
+    /// Service-side twin and query access.
+    ServiceConnect,
+    /// Connect as any device.
+    DeviceConnect,
+}
+
+impl From<Right> for Permission {
+    fn from(right: Right) -> Self {
+        match right {
+            Right::RegistryRead => Permission::RegistryRead,
+            Right::RegistryWrite => Permission::RegistryWrite,
+            Right::ServiceConnect => Permission::ServiceConnect,
+            Right::DeviceConnect => Permission::DeviceConnect,
+        }
+    }
+}
+
+/// Which key `policy renew-key` regenerates.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum RenewKey {
+    /// A new primary key.
+    Primary,
+    /// A new secondary key.
+    Secondary,
+    /// Exchange the primary and secondary keys.
+    Swap,
 }
 
 /// `device-identity` verbs.
@@ -224,6 +305,92 @@ pub(crate) async fn connection_string(
         owner_connection_string(&hub, &policy_name, key_type.unwrap_or(KeyType::Primary))?
     );
     Ok(())
+}
+
+/// A policy as `az iot hub policy show` prints it.
+fn policy_json(p: &Policy) -> Value {
+    let rights: Vec<String> = p.rights.iter().map(|r| format!("{r:?}")).collect();
+    json!({
+        "keyName": p.name,
+        "primaryKey": p.primary_key,
+        "secondaryKey": p.secondary_key,
+        "rights": rights.join(", "),
+    })
+}
+
+/// The policy the CLI itself signs with: it cannot be deleted.
+const OWNER_POLICY: &str = "iothubowner";
+
+/// `twinhub policy ...`.
+pub(crate) async fn policy(global: &Global, command: PolicyCommand) -> Result<(), String> {
+    if global.login.is_some() {
+        return Err("policies are the hub's configuration: run `twinhub policy` with the hub's --data-dir, not --login".into());
+    }
+    let data = DataDir::new(&global.data_dir);
+    let find = |policies: &[Policy], name: &str| {
+        policies
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("the hub has no shared access policy '{name}'"))
+    };
+    let mut rng = rand::rngs::OsRng;
+    match command {
+        PolicyCommand::List => {
+            let hub = data.read_hub_file()?;
+            print(&Value::Array(
+                hub.policies.iter().map(policy_json).collect(),
+            ))
+        }
+        PolicyCommand::Show { name } => {
+            let hub = data.read_hub_file()?;
+            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+        }
+        PolicyCommand::Create { name, permissions } => {
+            let hub = data.update_hub_file(|hub| {
+                if hub.policies.iter().any(|p| p.name == name) {
+                    return Err(format!("a shared access policy '{name}' exists already"));
+                }
+                let mut rights: Vec<Permission> = Vec::new();
+                for p in permissions.iter().map(|&r| Permission::from(r)) {
+                    if !rights.contains(&p) {
+                        rights.push(p);
+                    }
+                }
+                hub.policies.push(Policy {
+                    name: name.clone(),
+                    primary_key: generate_key(&mut rng),
+                    secondary_key: generate_key(&mut rng),
+                    rights,
+                });
+                Ok(())
+            })?;
+            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+        }
+        PolicyCommand::Delete { name } => {
+            if name == OWNER_POLICY {
+                return Err(format!("'{OWNER_POLICY}' cannot be deleted: the hub's own commands sign with it (renew its keys instead)"));
+            }
+            data.update_hub_file(|hub| {
+                let i = find(&hub.policies, &name)?;
+                hub.policies.remove(i);
+                Ok(())
+            })?;
+            Ok(())
+        }
+        PolicyCommand::RenewKey { name, which } => {
+            let hub = data.update_hub_file(|hub| {
+                let i = find(&hub.policies, &name)?;
+                let p = &mut hub.policies[i];
+                match which {
+                    RenewKey::Primary => p.primary_key = generate_key(&mut rng),
+                    RenewKey::Secondary => p.secondary_key = generate_key(&mut rng),
+                    RenewKey::Swap => std::mem::swap(&mut p.primary_key, &mut p.secondary_key),
+                }
+                Ok(())
+            })?;
+            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+        }
+    }
 }
 
 /// `twinhub device-identity ...`.

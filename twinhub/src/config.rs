@@ -7,7 +7,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use twinhub_core::policy::{default_policies, Policy};
+use std::time::SystemTime;
+use twinhub_core::policy::{default_policies, validate_policies, Policy};
 
 /// The default data directory.
 pub(crate) const DEFAULT_DATA_DIR: &str = "./twinhub-data";
@@ -87,7 +88,37 @@ impl DataDir {
                 self.root.display()
             )
         })?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))
+        let hub: HubFile = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+        validate_policies(&hub.policies)
+            .map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+        Ok(hub)
+    }
+
+    /// When `hub.json` was last written, and its length: a change means the
+    /// policies may have changed.
+    pub(crate) fn hub_file_stamp(&self) -> Option<(SystemTime, u64)> {
+        let meta = fs::metadata(self.hub_file()).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+
+    /// Reads `hub.json`, lets `change` edit it, checks the result and writes it
+    /// back. A running hub applies policy changes within a second.
+    pub(crate) fn update_hub_file(
+        &self,
+        change: impl FnOnce(&mut HubFile) -> Result<(), String>,
+    ) -> Result<HubFile, String> {
+        let mut hub = self.read_hub_file()?;
+        change(&mut hub)?;
+        validate_policies(&hub.policies)?;
+        self.write_hub_file(&hub)?;
+        Ok(hub)
+    }
+
+    fn write_hub_file(&self, hub: &HubFile) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(hub)
+            .map_err(|e| format!("cannot serialize hub.json: {e}"))?;
+        self.write_private(&self.hub_file(), text.as_bytes())
     }
 
     /// Reads `hub.json`, or creates it with fresh policy keys; then adds `extra_hosts`.
@@ -118,12 +149,7 @@ impl DataDir {
         hub.host_names = names;
         hub.https_port = https_port;
         hub.mqtts_port = mqtts_port;
-        self.write_private(
-            &self.hub_file(),
-            serde_json::to_string_pretty(&hub)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
+        self.write_hub_file(&hub)?;
         Ok(hub)
     }
 

@@ -73,6 +73,12 @@ enum Command {
     },
     /// Run a twin query and print every row as a JSON array.
     Query(cli::QueryArgs),
+    /// Shared access policies (edits the data directory's hub.json; a running
+    /// hub applies changes within a second).
+    Policy {
+        #[command(subcommand)]
+        command: cli::PolicyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             Command::DeviceIdentity { command } => cli::device_identity(&cli.global, command).await,
             Command::DeviceTwin { command } => cli::device_twin(&cli.global, command).await,
             Command::Query(args) => cli::query(&cli.global, args).await,
+            Command::Policy { command } => cli::policy(&cli.global, command).await,
         }
     });
     // Blocking work still running (a long query) must not hold the exit past

@@ -114,6 +114,9 @@ async fn bind(
 /// cookies it is forgotten outright). The kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// How often `hub.json` is checked for policy changes.
+const POLICY_POLL: Duration = Duration::from_secs(1);
+
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -123,6 +126,41 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Applies the policies of `hub.json` whenever the file changes (`twinhub policy
+/// ...` or an edit by hand), until the hub stops. A file that does not parse or
+/// check out is logged and ignored: the policies in force stay.
+async fn watch_policies(data: DataDir, hub: Hub, mut stopped: watch::Receiver<bool>) {
+    let mut stamp = data.hub_file_stamp();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLICY_POLL) => {}
+            _ = stopped.changed() => return,
+        }
+        let now = data.hub_file_stamp();
+        if now == stamp {
+            continue;
+        }
+        stamp = now;
+        let file = match data.read_hub_file() {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::error!(%error, "hub.json changed but cannot be applied; the policies in force stay");
+                continue;
+            }
+        };
+        if *hub.policies() == *file.policies {
+            continue;
+        }
+        let names: Vec<&str> = file.policies.iter().map(|p| p.name.as_str()).collect();
+        let closed = hub.set_policies(file.policies.clone());
+        tracing::info!(
+            policies = ?names,
+            sessions_closed = closed,
+            "shared access policies changed"
+        );
+    }
 }
 
 /// SIGINT and SIGTERM, listened for from the start, so that a signal arriving
@@ -243,6 +281,7 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<(), String> 
             insecure_stats,
         ));
     }
+    tasks.spawn(watch_policies(data.clone(), hub.clone(), stopped.clone()));
     // The listeners hold their own handles; this one would keep the committer
     // (and so the process) alive past shutdown.
     drop(app);

@@ -823,6 +823,205 @@ async fn disabling_deleting_or_rekeying_a_device_closes_its_live_session() {
 }
 
 // ---------------------------------------------------------------------------
+// Shared access policies changed while the hub runs (`twinhub policy ...`).
+// ---------------------------------------------------------------------------
+
+/// Runs the CLI on the hub's data directory; returns stdout, or panics with
+/// stderr if `succeed` does not match the exit status.
+fn policy_cli(t: &Target, args: &[&str], succeed: bool) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_twinhub"))
+        .arg("--data-dir")
+        .arg(&t.data)
+        .arg("policy")
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.success(),
+        succeed,
+        "twinhub policy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A service token for `policy` signed with `key`.
+fn policy_token(policy: &str, key: &str) -> String {
+    generate_token(HOST, key, Some(policy), now() + 3600).unwrap()
+}
+
+/// Polls `GET /devices` with `token` until it answers `status` (the hub applies
+/// a policy change within a second); panics after 10 s.
+async fn eventually_answers(t: &Target, token: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, _, _) = t.call("GET", "/devices", Some(token), None).await;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET /devices still answers {got}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn policies_created_deleted_or_rekeyed_take_effect_on_the_running_hub() {
+    let hub = Hub::start();
+    let t = Target::of(&hub);
+
+    // Created: usable at once for what it grants, and only that.
+    let created: Value = serde_json::from_str(&policy_cli(
+        &t,
+        &[
+            "create",
+            "-n",
+            "ops",
+            "--permissions",
+            "RegistryRead",
+            "ServiceConnect",
+        ],
+        true,
+    ))
+    .unwrap();
+    assert_eq!(created["keyName"], "ops");
+    assert_eq!(created["rights"], "RegistryRead, ServiceConnect");
+    let ops = policy_token("ops", created["primaryKey"].as_str().unwrap());
+    eventually_answers(&t, &ops, 200).await;
+    let (status, _, _) = t
+        .call(
+            "PUT",
+            "/devices/by-ops",
+            Some(&ops),
+            Some(&json!({"deviceId": "by-ops"})),
+        )
+        .await;
+    assert_eq!(status, 401, "ops lacks RegistryWrite");
+    policy_cli(
+        &t,
+        &["create", "-n", "ops", "--permissions", "RegistryRead"],
+        false,
+    );
+
+    // Renewed primary key: tokens signed with the old one are refused, the new
+    // one and the untouched secondary work.
+    let old_primary = t.policy_key("registryRead", "primaryKey");
+    let secondary = t.policy_key("registryRead", "secondaryKey");
+    let old_token = policy_token("registryRead", &old_primary);
+    eventually_answers(&t, &old_token, 200).await;
+    let renewed: Value = serde_json::from_str(&policy_cli(
+        &t,
+        &["renew-key", "-n", "registryRead", "--renew-key", "primary"],
+        true,
+    ))
+    .unwrap();
+    let new_primary = renewed["primaryKey"].as_str().unwrap();
+    assert_ne!(new_primary, old_primary);
+    assert_eq!(renewed["secondaryKey"], secondary.as_str());
+    eventually_answers(&t, &old_token, 401).await;
+    eventually_answers(&t, &policy_token("registryRead", new_primary), 200).await;
+    eventually_answers(&t, &policy_token("registryRead", &secondary), 200).await;
+
+    // Swapped: both keys stay valid.
+    let before = [
+        t.policy_key("service", "primaryKey"),
+        t.policy_key("service", "secondaryKey"),
+    ];
+    let swapped: Value = serde_json::from_str(&policy_cli(
+        &t,
+        &["renew-key", "-n", "service", "--renew-key", "swap"],
+        true,
+    ))
+    .unwrap();
+    assert_eq!(swapped["primaryKey"], before[1].as_str());
+    assert_eq!(swapped["secondaryKey"], before[0].as_str());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for key in &before {
+        let (status, _, _) = t
+            .call(
+                "GET",
+                "/statistics/service",
+                Some(&policy_token("service", key)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    // Deleted: its tokens are refused; the owner policy cannot be deleted.
+    let rrw = t.token("registryReadWrite");
+    eventually_answers(&t, &rrw, 200).await;
+    policy_cli(&t, &["delete", "-n", "registryReadWrite"], true);
+    eventually_answers(&t, &rrw, 401).await;
+    policy_cli(&t, &["delete", "-n", "iothubowner"], false);
+    policy_cli(&t, &["delete", "-n", "no-such-policy"], false);
+    let listed: Value = serde_json::from_str(&policy_cli(&t, &["list"], true)).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["keyName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["iothubowner", "service", "device", "registryRead", "ops"]
+    );
+
+    // A hub.json that does not check out is ignored: the policies in force stay.
+    let good = std::fs::read(t.data.join("hub.json")).unwrap();
+    let mut broken = t.hub_json();
+    broken["policies"][1]["primaryKey"] = json!("not a key");
+    broken["policies"][4]["name"] = json!("service");
+    std::fs::write(t.data.join("hub.json"), broken.to_string()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    eventually_answers(&t, &ops, 200).await;
+    std::fs::write(t.data.join("hub.json"), good).unwrap();
+
+    // A device connected with a policy token (skn=device) is closed when that
+    // policy's key is renewed; a device connected with its own key is not.
+    let own_key = t.create_device("own").await;
+    let (own, mut own_events) = connected(&t, "own", &own_key).await;
+    t.create_device("via-policy").await;
+    let device_key = t.policy_key("device", "primaryKey");
+    let via_policy = generate_token(
+        &format!("{HOST}/devices/via-policy"),
+        &device_key,
+        Some("device"),
+        now() + 3600,
+    )
+    .unwrap();
+    let (_c, mut events) = t.mqtt("via-policy", "via-policy", &via_policy);
+    assert_eq!(
+        connack(&mut events).await.unwrap(),
+        ConnectReturnCode::Success
+    );
+    policy_cli(
+        &t,
+        &["renew-key", "-n", "device", "--renew-key", "primary"],
+        true,
+    );
+    closed_within(&mut events, Duration::from_secs(10)).await;
+    assert_eq!(
+        connect(&t, "via-policy", "via-policy", &via_policy).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    let renewed = generate_token(
+        &format!("{HOST}/devices/via-policy"),
+        &t.policy_key("device", "primaryKey"),
+        Some("device"),
+        now() + 3600,
+    )
+    .unwrap();
+    assert_eq!(
+        connect(&t, "via-policy", "via-policy", &renewed).await,
+        ConnectReturnCode::Success
+    );
+    report(&own, &mut own_events, "1", &json!({"still": "here"})).await;
+}
+
+// ---------------------------------------------------------------------------
 // Secrets: file permissions and logs.
 // ---------------------------------------------------------------------------
 

@@ -460,19 +460,33 @@ fn key_member(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Hub
     if value.is_empty() {
         return Ok(None);
     }
+    check_symmetric_key(value).map_err(|problem| {
+        HubError::invalid(format!("authentication.symmetricKey.{key} {problem}."))
+    })?;
+    Ok(Some(value.to_owned()))
+}
+
+/// Why a symmetric key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// Not standard base64.
+    #[error("is not valid base64")]
+    NotBase64,
+    /// Decodes to fewer than 16 or more than 64 bytes.
+    #[error("must decode to 16 to 64 bytes")]
+    Length,
+}
+
+/// Checks a symmetric key (of a device or of a shared access policy): base64 of
+/// 16 to 64 bytes, as IoT Hub requires.
+pub fn check_symmetric_key(value: &str) -> Result<(), KeyProblem> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(value)
-        .map_err(|_| {
-            HubError::invalid(format!(
-                "authentication.symmetricKey.{key} is not valid base64."
-            ))
-        })?;
+        .map_err(|_| KeyProblem::NotBase64)?;
     if !(16..=64).contains(&decoded.len()) {
-        return Err(HubError::invalid(format!(
-            "authentication.symmetricKey.{key} must decode to 16 to 64 bytes."
-        )));
+        return Err(KeyProblem::Length);
     }
-    Ok(Some(value.to_owned()))
+    Ok(())
 }
 
 #[cfg(test)]

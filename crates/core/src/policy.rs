@@ -1,6 +1,6 @@
 //! Shared access policies and their permissions (spec §8.3).
 
-use crate::identity::generate_key;
+use crate::identity::{check_symmetric_key, generate_key};
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,34 @@ impl Policy {
     }
 }
 
+/// Checks a set of policies: names of 1 to 64 letters, digits, `-`, `_` and `.`,
+/// each used once; both keys valid symmetric keys; at least one right each.
+pub fn validate_policies(policies: &[Policy]) -> Result<(), String> {
+    for (i, p) in policies.iter().enumerate() {
+        let name_ok = (1..=64).contains(&p.name.len())
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(format!(
+                "policy name '{}' must be 1 to 64 letters, digits, '-', '_' or '.'",
+                p.name
+            ));
+        }
+        if policies[..i].iter().any(|q| q.name == p.name) {
+            return Err(format!("policy '{}' is defined twice", p.name));
+        }
+        for (which, key) in [("primary", &p.primary_key), ("secondary", &p.secondary_key)] {
+            check_symmetric_key(key)
+                .map_err(|problem| format!("policy '{}': the {which} key {problem}", p.name))?;
+        }
+        if p.rights.is_empty() {
+            return Err(format!("policy '{}' grants no rights", p.name));
+        }
+    }
+    Ok(())
+}
+
 /// IoT Hub's five default policies, each with fresh random keys.
 pub fn default_policies<R: RngCore + CryptoRng>(rng: &mut R) -> Vec<Policy> {
     use Permission::*;
@@ -82,5 +110,29 @@ mod tests {
         assert!(get("registryReadWrite").grants(Permission::RegistryWrite));
         assert!(!get("device").grants(Permission::ServiceConnect));
         assert_ne!(get("service").primary_key, get("device").primary_key);
+        assert_eq!(validate_policies(&policies), Ok(()));
+    }
+
+    #[test]
+    fn invalid_policy_sets_are_refused() {
+        let good = default_policies(&mut rand::rngs::OsRng);
+        let with = |change: &dyn Fn(&mut Vec<Policy>)| {
+            let mut p = good.clone();
+            change(&mut p);
+            validate_policies(&p)
+        };
+        assert!(with(&|p| p[1].name = "iothubowner".into())
+            .unwrap_err()
+            .contains("twice"));
+        assert!(with(&|p| p[0].name = String::new()).is_err());
+        assert!(with(&|p| p[0].name = "a b".into()).is_err());
+        assert!(with(&|p| p[0].primary_key = "not base64!".into())
+            .unwrap_err()
+            .contains("primary key is not valid base64"));
+        assert!(with(&|p| p[0].secondary_key = "AAAA".into())
+            .unwrap_err()
+            .contains("16 to 64 bytes"));
+        assert!(with(&|p| p[0].rights.clear()).is_err());
+        assert_eq!(with(&|p| p.retain(|q| q.name != "service")), Ok(()));
     }
 }

@@ -199,6 +199,18 @@ where
     let now = clock.now();
     // Watch before CONNACK, so every change after the device hears "accepted" reaches it.
     let events = shared.backend.watch(&login.identity);
+    // A key or policy change between the first check and the watch would close
+    // a session that did not watch yet: check again, now that any later change
+    // reaches this one.
+    if let Err(e) = shared
+        .backend
+        .authenticate(&login.identity, &login.password, now)
+    {
+        tracing::debug!(identity = %login.identity, error = %e, "credentials changed while connecting");
+        refuse(shared, &mut wr, connect::refusal_code(&e)).await;
+        shared.counters.closed(CloseReason::Refused);
+        return;
+    }
     shared.backend.connected(&login.identity, now);
     tracing::debug!(identity = %login.identity, session_present = opened.session_present, "connected");
     let session = Session::new(
@@ -245,6 +257,8 @@ where
 /// A successful login and its token's expiry.
 struct Authenticated {
     identity: Identity,
+    /// Kept to check again once the session watches its device's events.
+    password: String,
     clean_session: bool,
     keep_alive: u16,
     expiry: i64,
@@ -271,6 +285,7 @@ async fn authenticate<W: AsyncWrite>(
             Ok(expiry) => {
                 return Some(Authenticated {
                     identity,
+                    password,
                     clean_session,
                     keep_alive,
                     expiry,

@@ -3,9 +3,12 @@
 //! Every refusal is the same `IotHubUnauthorizedAccess` / "Unauthorized": the reason
 //! goes to the debug log only, so a caller cannot probe which check failed.
 
+use crate::events::DeviceEvent;
 use crate::state::Hub;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use twinhub_core::identity::DeviceStatus;
-use twinhub_core::policy::Permission;
+use twinhub_core::policy::{Permission, Policy};
 use twinhub_core::sas::{SasError, SasToken};
 use twinhub_core::{HubError, Timestamp};
 
@@ -14,7 +17,83 @@ fn refuse(reason: impl std::fmt::Display) -> HubError {
     HubError::unauthorized()
 }
 
+/// The shared access policies in force, and which devices' live sessions hold
+/// on to one of them: a device that connected with a policy key (`skn`) instead
+/// of its own is closed when that policy is deleted, re-keyed or loses
+/// DeviceConnect, as a device re-keyed through the registry is.
+pub(crate) struct Policies {
+    current: RwLock<Arc<[Policy]>>,
+    /// Device id → the policy its last accepted connection was signed with.
+    device_sessions: Mutex<HashMap<String, String>>,
+}
+
+impl Policies {
+    pub(crate) fn new(policies: Vec<Policy>) -> Self {
+        Self {
+            current: RwLock::new(policies.into()),
+            device_sessions: Mutex::default(),
+        }
+    }
+
+    fn current(&self) -> Arc<[Policy]> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.device_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether a token signed with `old` may still be accepted under `new`.
+fn still_connects(old: &Policy, new: &[Policy]) -> bool {
+    new.iter().any(|p| {
+        p.name == old.name && p.keys() == old.keys() && p.grants(Permission::DeviceConnect)
+    })
+}
+
 impl Hub {
+    /// The shared access policies in force.
+    pub fn policies(&self) -> Arc<[Policy]> {
+        self.inner.policies.current()
+    }
+
+    /// Replaces the shared access policies (a policy created, deleted, re-keyed
+    /// or given other rights). Service requests are authorized with the new set
+    /// from the next request on; live device sessions that connected with a
+    /// policy whose keys or DeviceConnect right are gone are closed. Returns how
+    /// many sessions were closed.
+    pub fn set_policies(&self, policies: Vec<Policy>) -> usize {
+        let state = &self.inner.policies;
+        let new: Arc<[Policy]> = policies.into();
+        let old = std::mem::replace(
+            &mut *state.current.write().unwrap_or_else(|e| e.into_inner()),
+            new.clone(),
+        );
+        let revoked: Vec<&str> = old
+            .iter()
+            .filter(|p| !still_connects(p, &new))
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut closed = Vec::new();
+        state.sessions().retain(|device, policy| {
+            let keep = !revoked.contains(&policy.as_str());
+            if !keep {
+                closed.push(device.clone());
+            }
+            keep
+        });
+        for device in &closed {
+            self.inner.counters.published(&[DeviceEvent::Kick]);
+            self.inner.watchers.publish(device, vec![DeviceEvent::Kick]);
+        }
+        closed.len()
+    }
+
     /// The host name of ours that the token's scope names, or `None`.
     fn scoped_host<'a>(&'a self, token: &SasToken) -> Option<&'a str> {
         let host = token.resource.split('/').next().unwrap_or_default();
@@ -41,9 +120,8 @@ impl Hub {
             .key_name
             .as_deref()
             .ok_or_else(|| refuse("service token without skn"))?;
-        let policy = self
-            .config()
-            .policies
+        let policies = self.policies();
+        let policy = policies
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| refuse(format!("unknown policy '{name}'")))?;
@@ -93,17 +171,23 @@ impl Hub {
             return Err(refuse(format!("device '{device_id}' is disabled")));
         }
         match token.key_name.as_deref() {
-            None => token
-                .verify_signature(auth.1.symmetric_keys())
-                .map_err(refuse)?,
+            None => {
+                token
+                    .verify_signature(auth.1.symmetric_keys())
+                    .map_err(refuse)?;
+                self.inner.policies.sessions().remove(device_id);
+            }
             Some(name) => {
-                let policy = self
-                    .config()
-                    .policies
+                let policies = self.policies();
+                let policy = policies
                     .iter()
                     .find(|p| p.name == name && p.grants(Permission::DeviceConnect))
                     .ok_or_else(|| refuse(format!("policy '{name}' cannot connect devices")))?;
                 token.verify_signature(policy.keys()).map_err(refuse)?;
+                self.inner
+                    .policies
+                    .sessions()
+                    .insert(device_id.to_owned(), name.to_owned());
             }
         }
         Ok(token.expiry)

@@ -42,7 +42,8 @@ pub struct HubConfig {
     pub host_names: Vec<String>,
     /// Twin limits.
     pub limits: Limits,
-    /// Shared access policies.
+    /// Shared access policies at start. [`Hub::set_policies`] replaces them while
+    /// the hub runs; [`Hub::policies`] is the current set.
     pub policies: Vec<Policy>,
 }
 
@@ -80,6 +81,7 @@ pub(crate) struct Inner {
     /// Set by [`Hub::close`]: writes are refused from then on.
     closing: AtomicBool,
     pub(crate) counters: Counters,
+    pub(crate) policies: crate::auth::Policies,
 }
 
 /// Resolves once a queued write is durable (or failed).
@@ -131,6 +133,7 @@ impl Hub {
         crate::sessions::load_sessions(&mut store, &mut shards)?;
         let (committer, handle) = Committer::start(store)?;
         let inner = Inner {
+            policies: crate::auth::Policies::new(config.policies.clone()),
             config,
             shards: shards.into_iter().map(Mutex::new).collect(),
             committer,
