@@ -1,8 +1,5 @@
 //! Helpers shared by the fuzz targets in `fuzz_targets/`.
 //!
-//! - [`encode_client`]: a client-side MQTT 3.1.1 encoder, so structure-aware
-//!   targets can turn generated packets into bytes and hand the session only what
-//!   the hub's real decoder accepts.
 //! - [`JsonSpec`]: `arbitrary`-driven JSON values biased towards the shapes twin
 //!   patches and queries care about (small key alphabet, nesting, `null`s, the
 //!   integer range edges), turned into `serde_json::Value` by [`JsonSpec::to_value`].
@@ -10,99 +7,6 @@
 
 use arbitrary::Arbitrary;
 use serde_json::{Map, Number, Value};
-use twinhub_mqtt::packet::{ClientPacket, QoS};
-
-/// Appends MQTT's variable-length "remaining length" for `len`.
-fn remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len().min(usize::from(u16::MAX));
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&bytes[..len]);
-}
-
-/// Encodes a packet as a client would send it (no validation: a packet the
-/// decoder refuses is a legitimate input too).
-pub fn encode_client(packet: &ClientPacket) -> Vec<u8> {
-    let (first, body) = match packet {
-        ClientPacket::Connect(c) => {
-            let mut body = Vec::new();
-            put_binary(&mut body, b"MQTT");
-            body.push(c.level);
-            let mut flags = 0u8;
-            if c.clean_session {
-                flags |= 0x02;
-            }
-            if let Some(w) = &c.will {
-                flags |= 0x04 | ((w.qos as u8) << 3) | (u8::from(w.retain) << 5);
-            }
-            if c.password.is_some() {
-                flags |= 0x40;
-            }
-            if c.username.is_some() {
-                flags |= 0x80;
-            }
-            body.push(flags);
-            body.extend_from_slice(&c.keep_alive.to_be_bytes());
-            put_binary(&mut body, c.client_id.as_bytes());
-            if let Some(w) = &c.will {
-                put_binary(&mut body, w.topic.as_bytes());
-                put_binary(&mut body, &w.payload);
-            }
-            if let Some(u) = &c.username {
-                put_binary(&mut body, u.as_bytes());
-            }
-            if let Some(p) = &c.password {
-                put_binary(&mut body, p);
-            }
-            (0x10, body)
-        }
-        ClientPacket::Publish(p) => {
-            let mut body = Vec::new();
-            put_binary(&mut body, p.topic.as_bytes());
-            if p.qos != QoS::AtMostOnce {
-                body.extend_from_slice(&p.packet_id.to_be_bytes());
-            }
-            body.extend_from_slice(&p.payload);
-            let first = 0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain);
-            (first, body)
-        }
-        ClientPacket::PubAck(id) => (0x40, id.to_be_bytes().to_vec()),
-        ClientPacket::Subscribe(s) => {
-            let mut body = s.packet_id.to_be_bytes().to_vec();
-            for (filter, qos) in &s.filters {
-                put_binary(&mut body, filter.as_bytes());
-                body.push(*qos as u8);
-            }
-            (0x82, body)
-        }
-        ClientPacket::Unsubscribe(u) => {
-            let mut body = u.packet_id.to_be_bytes().to_vec();
-            for filter in &u.filters {
-                put_binary(&mut body, filter.as_bytes());
-            }
-            (0xa2, body)
-        }
-        ClientPacket::PingReq => (0xc0, Vec::new()),
-        ClientPacket::Disconnect => (0xe0, Vec::new()),
-    };
-    let mut out = vec![first];
-    remaining_length(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
-}
 
 /// A twin-shaped JSON value.
 #[derive(Arbitrary, Debug, Clone)]

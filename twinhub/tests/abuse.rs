@@ -166,7 +166,9 @@ async fn a_device_keeps_working_through_protocol_abuse() {
     let mut bad = connect("dev-1").await;
     let mut body = vec![0xff, 0xff];
     body.extend(garbage(98));
-    bad.send(&lean::packet(0x30, &body)).await.unwrap();
+    bad.send(&twinhub_mqtt::client::packet(0x30, &body))
+        .await
+        .unwrap();
     assert!(bad.closed_within(slack).await, "a PUBLISH of garbage");
     let mut tcp = lean::tcp(hub.mqtts_port, None).await.unwrap();
     tcp.write_all(&garbage(4096)).await.unwrap();

@@ -127,7 +127,7 @@ async fn subscriptions_survive_a_hub_restart() {
         n.topic,
         format!("$iothub/twin/PATCH/properties/desired/?$version={v_back}")
     );
-    assert_eq!(n.json(), json!({"back": true, "$version": v_back}));
+    assert_eq!(n.json().unwrap(), json!({"back": true, "$version": v_back}));
     assert!(n.packet_id != 0, "delivered at the granted QoS 1");
 
     let (mut clean, present) = access.device(&hub, "clean", false).await;

@@ -277,7 +277,7 @@ async fn storm(n: usize, sources: Vec<Ipv4Addr>, limit: Duration) {
             .desired(Duration::from_secs(10))
             .await
             .unwrap_or_else(|| panic!("no notification for {}", Fleet::id(i)));
-        assert_eq!(notification.json()["after"], i);
+        assert_eq!(notification.json().unwrap()["after"], i);
     }
     let m = lean::metrics(&http, port, &owner).await;
     eprintln!(

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use twinhub_mqtt::client::{put_field, remaining_length};
 
 /// Largest inbound packet accepted (a twin GET response can be 100 KB).
 const MAX_PACKET: usize = 1 << 20;
@@ -55,26 +56,6 @@ pub(crate) struct Client {
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
-}
-
-/// Appends MQTT's variable-length remaining length.
-fn put_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
 }
 
 /// Splits one packet off the front of `buf`: `(first byte, body range, total length)`,
@@ -198,7 +179,7 @@ impl Client {
 
     fn queue_connect(&mut self, c: &Credentials) {
         let mut body = Vec::with_capacity(256);
-        put_str(&mut body, b"MQTT");
+        put_field(b"MQTT", &mut body);
         body.push(4);
         let mut flags = 0x02; // clean session
         if c.username.is_some() {
@@ -209,15 +190,15 @@ impl Client {
         }
         body.push(flags);
         body.extend_from_slice(&900u16.to_be_bytes());
-        put_str(&mut body, c.client_id.as_bytes());
+        put_field(c.client_id.as_bytes(), &mut body);
         if let Some(u) = &c.username {
-            put_str(&mut body, u.as_bytes());
+            put_field(u.as_bytes(), &mut body);
         }
         if let Some(p) = &c.password {
-            put_str(&mut body, p.as_bytes());
+            put_field(p.as_bytes(), &mut body);
         }
         self.outbound.push(0x10);
-        put_length(&mut self.outbound, body.len());
+        remaining_length(body.len(), &mut self.outbound);
         self.outbound.extend_from_slice(&body);
     }
 
@@ -232,10 +213,10 @@ impl Client {
         let id = self.packet_id();
         let len = 2 + filters.iter().map(|f| 2 + f.len() + 1).sum::<usize>();
         self.outbound.push(0x82);
-        put_length(&mut self.outbound, len);
+        remaining_length(len, &mut self.outbound);
         self.outbound.extend_from_slice(&id.to_be_bytes());
         for f in filters {
-            put_str(&mut self.outbound, f.as_bytes());
+            put_field(f.as_bytes(), &mut self.outbound);
             self.outbound.push(0);
         }
         id
@@ -246,8 +227,8 @@ impl Client {
         let id = qos1.then(|| self.packet_id());
         let len = 2 + topic.len() + if qos1 { 2 } else { 0 } + payload.len();
         self.outbound.push(if qos1 { 0x32 } else { 0x30 });
-        put_length(&mut self.outbound, len);
-        put_str(&mut self.outbound, topic.as_bytes());
+        remaining_length(len, &mut self.outbound);
+        put_field(topic.as_bytes(), &mut self.outbound);
         if let Some(id) = id {
             self.outbound.extend_from_slice(&id.to_be_bytes());
         }
@@ -333,7 +314,7 @@ mod tests {
     fn remaining_length_round_trips_and_frames() {
         for len in [0usize, 1, 127, 128, 16_383, 16_384, 300_000] {
             let mut buf = vec![0x30];
-            put_length(&mut buf, len);
+            remaining_length(len, &mut buf);
             let header = buf.len();
             buf.resize(header + len, 0);
             let (first, body) = frame(&buf).unwrap().unwrap();
@@ -347,9 +328,9 @@ mod tests {
     fn decodes_a_qos0_publish_and_acks() {
         let mut buf = vec![0x30];
         let mut body = Vec::new();
-        put_str(&mut body, b"$iothub/twin/res/204/?$rid=1&$version=3");
+        put_field(b"$iothub/twin/res/204/?$rid=1&$version=3", &mut body);
         body.extend_from_slice(b"{}");
-        put_length(&mut buf, body.len());
+        remaining_length(body.len(), &mut buf);
         buf.extend_from_slice(&body);
         let (first, range) = frame(&buf).unwrap().unwrap();
         match decode(first, &buf[range]).unwrap() {

@@ -109,12 +109,10 @@ where
 ///         Box::pin(async move { hub.patch_reported(&device, &patch, version).await })
 ///     }
 ///     fn watch(&self, id: &Identity) -> DeviceEvents {
-///         event_stream(self.0.watch(&id.device_id), |e| match e {
-///             twinhub_service::DeviceEvent::Desired { version, payload } => {
-///                 DeviceEvent::Desired { version, payload }
-///             }
-///             twinhub_service::DeviceEvent::Kick => DeviceEvent::Kick,
-///         })
+///         let mut watch = self.0.watch(&id.device_id);
+///         Box::pin(futures_util::stream::poll_fn(move |cx| {
+///             watch.poll_recv(cx).map(|e| e.map(/* the service's event as ours */))
+///         }))
 ///     }
 ///     fn connected(&self, id: &Identity, now: Timestamp) { self.0.device_connected(&id.device_id, now) }
 ///     fn disconnected(&self, id: &Identity, now: Timestamp) { self.0.device_disconnected(&id.device_id, now) }

@@ -30,6 +30,9 @@
 //!   yet authenticated) and the entry point for streams accepted elsewhere.
 //! - [`ws`]: [`WsByteStream`], the byte-stream view of a WebSocket for MQTT over
 //!   WebSockets.
+//! - [`client`]: the client side as bytes (what devices send, the hub's packets
+//!   as they read them), never used by the hub: one encoder for the raw-MQTT
+//!   tests, the load generator and the fuzzer, checked against [`decode`].
 //!
 //! # Why our own codec
 //! The maintained MQTT 3.1.1 codecs in Rust live inside client crates
@@ -49,6 +52,7 @@
 //! [`WsByteStream`] for each upgraded `/$iothub/websocket` request.
 
 pub mod backend;
+pub mod client;
 pub mod connect;
 mod connection;
 pub mod decode;

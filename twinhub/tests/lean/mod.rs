@@ -70,31 +70,8 @@ pub async fn handshake(
     connector.connect(name, tcp).await
 }
 
-fn remaining_length(mut len: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
+pub use twinhub_mqtt::client::Incoming;
+use twinhub_mqtt::client::{self, ConnectFields};
 
 /// A device token signed with the `device` policy's key.
 pub fn device_token(device_policy_key: &str, device: &str) -> String {
@@ -109,56 +86,24 @@ pub fn device_token(device_policy_key: &str, device: &str) -> String {
 
 /// The CONNECT the SDKs send (keep-alive 60 s).
 pub fn connect_packet(device: &str, password: &str, clean: bool) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(b"MQTT", &mut body);
-    body.push(4);
-    body.push(0xc0 | if clean { 0x02 } else { 0 });
-    body.extend_from_slice(&60u16.to_be_bytes());
-    string(device.as_bytes(), &mut body);
     let username = format!("{HOST}/{device}/?api-version=2021-04-12&DeviceClientType=lean");
-    string(username.as_bytes(), &mut body);
-    string(password.as_bytes(), &mut body);
-    packet(0x10, &body)
+    client::connect(&ConnectFields {
+        level: 4,
+        client_id: device,
+        username: &username,
+        password,
+        clean_session: clean,
+        keep_alive: 60,
+    })
 }
 
-pub fn publish_packet(topic: &str, qos: u8, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(topic.as_bytes(), &mut body);
-    if qos > 0 {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    packet(0x30 | (qos << 1), &body)
-}
-
-pub fn subscribe_packet(id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
-    let mut body = id.to_be_bytes().to_vec();
-    for (f, q) in filters {
-        string(f.as_bytes(), &mut body);
-        body.push(*q);
-    }
-    packet(0x82, &body)
-}
+pub use twinhub_mqtt::client::{publish as publish_packet, subscribe as subscribe_packet};
 
 /// The twin and desired filters, at QoS 1 (as the Python SDK subscribes).
 pub const TWIN_FILTERS: [(&str, u8); 2] = [
     ("$iothub/twin/res/#", 1),
     ("$iothub/twin/PATCH/properties/desired/#", 1),
 ];
-
-/// A hub PUBLISH, parsed.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub topic: String,
-    pub packet_id: u16,
-    pub payload: Vec<u8>,
-}
-
-impl Incoming {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap()
-    }
-}
 
 /// An MQTT connection over TLS.
 pub struct Device {
@@ -211,30 +156,13 @@ impl Device {
         self.stream.flush().await
     }
 
-    fn take_packet(&mut self) -> Option<(u8, Vec<u8>)> {
-        let mut len = 0usize;
-        for i in 0..4 {
-            let byte = *self.buf.get(1 + i)?;
-            len |= usize::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                let start = 2 + i;
-                if self.buf.len() < start + len {
-                    return None;
-                }
-                let first = self.buf[0];
-                let body = self.buf[start..start + len].to_vec();
-                self.buf.drain(..start + len);
-                return Some((first, body));
-            }
-        }
-        panic!("bad remaining length from the hub");
-    }
-
     /// The next packet, or `None` once the hub closed (or nothing came in `wait`).
     pub async fn recv(&mut self, wait: Duration) -> Option<(u8, Vec<u8>)> {
         tokio::time::timeout(wait, async {
             loop {
-                if let Some(p) = self.take_packet() {
+                if let Some(p) =
+                    client::take_packet(&mut self.buf).expect("the hub frames its packets")
+                {
                     return Some(p);
                 }
                 let mut chunk = [0u8; 4096];
@@ -271,26 +199,13 @@ impl Device {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (first, body) = self.recv(left).await?;
-            if first >> 4 != 3 {
+            let Some(incoming) = client::parse_publish(first, &body) else {
                 continue;
+            };
+            if incoming.qos > 0 {
+                self.send(&client::puback(incoming.packet_id)).await.ok()?;
             }
-            let qos = (first >> 1) & 3;
-            let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-            let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
-            let mut rest = &body[2 + tlen..];
-            let mut packet_id = 0;
-            if qos > 0 {
-                packet_id = u16::from_be_bytes([rest[0], rest[1]]);
-                rest = &rest[2..];
-                self.send(&packet(0x40, &packet_id.to_be_bytes()))
-                    .await
-                    .ok()?;
-            }
-            return Some(Incoming {
-                topic,
-                packet_id,
-                payload: rest.to_vec(),
-            });
+            return Some(incoming);
         }
     }
 
@@ -332,7 +247,7 @@ impl Device {
     /// GET twin: the device's view (`desired`, `reported`).
     pub async fn get_twin(&mut self) -> Option<Value> {
         let (status, p) = self.request("$iothub/twin/GET/?$rid={rid}", b" ").await?;
-        (status == 200).then(|| p.json())
+        (status == 200).then(|| p.json().unwrap())
     }
 
     /// A reported patch; returns the response status (204 on success).

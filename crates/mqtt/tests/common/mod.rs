@@ -1,7 +1,14 @@
 //! Test kit: an in-memory backend, a TLS endpoint on 127.0.0.1:0, and a raw
 //! client speaking hand-built MQTT bytes.
-// Test code: a failed unwrap is a failed test.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+// Test code: a failed unwrap is a failed test. Each test binary includes this
+// kit and uses part of it (re-exports included).
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
@@ -356,31 +363,8 @@ impl TestHub {
     }
 }
 
-fn remaining_length(mut len: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
+use twinhub_mqtt::client::{self, ConnectFields};
+pub use twinhub_mqtt::client::{packet, puback, publish, subscribe, Incoming, DISCONNECT, PINGREQ};
 
 /// CONNECT, MQTT 3.1.1, with username and password.
 pub fn connect(
@@ -401,56 +385,14 @@ pub fn connect_level(
     clean: bool,
     keep_alive: u16,
 ) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(b"MQTT", &mut body);
-    body.push(level);
-    body.push(0xc0 | if clean { 0x02 } else { 0 });
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    string(client_id.as_bytes(), &mut body);
-    string(username.as_bytes(), &mut body);
-    string(password.as_bytes(), &mut body);
-    packet(0x10, &body)
-}
-
-pub fn publish(topic: &str, qos: u8, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(topic.as_bytes(), &mut body);
-    if qos > 0 {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    packet(0x30 | (qos << 1), &body)
-}
-
-pub fn subscribe(id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
-    let mut body = id.to_be_bytes().to_vec();
-    for (f, q) in filters {
-        string(f.as_bytes(), &mut body);
-        body.push(*q);
-    }
-    packet(0x82, &body)
-}
-
-pub fn puback(id: u16) -> Vec<u8> {
-    packet(0x40, &id.to_be_bytes())
-}
-
-pub const PINGREQ: [u8; 2] = [0xc0, 0x00];
-pub const DISCONNECT: [u8; 2] = [0xe0, 0x00];
-
-/// A server PUBLISH, parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Incoming {
-    pub topic: String,
-    pub qos: u8,
-    pub packet_id: u16,
-    pub payload: Vec<u8>,
-}
-
-impl Incoming {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap()
-    }
+    client::connect(&ConnectFields {
+        level,
+        client_id,
+        username,
+        password,
+        clean_session: clean,
+        keep_alive,
+    })
 }
 
 /// A client speaking raw bytes.
@@ -479,30 +421,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
-    fn take_packet(&mut self) -> Option<(u8, Vec<u8>)> {
-        let mut len = 0usize;
-        for i in 0..4 {
-            let byte = *self.buf.get(1 + i)?;
-            len |= usize::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                let start = 2 + i;
-                if self.buf.len() < start + len {
-                    return None;
-                }
-                let first = self.buf[0];
-                let body = self.buf[start..start + len].to_vec();
-                self.buf.drain(..start + len);
-                return Some((first, body));
-            }
-        }
-        panic!("bad remaining length from the server");
-    }
-
     /// The next packet (first byte, body), or `None` once the server closed.
     pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(p) = self.take_packet() {
+                if let Some(p) =
+                    client::take_packet(&mut self.buf).expect("the hub frames its packets")
+                {
                     return Some(p);
                 }
                 let mut chunk = [0u8; 4096];
@@ -533,22 +458,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     /// Expects a PUBLISH.
     pub async fn publish(&mut self) -> Incoming {
         let (first, body) = self.recv().await.expect("a PUBLISH, got a close");
-        assert_eq!(first >> 4, 3, "not a PUBLISH: {first:#x} {body:?}");
-        let qos = (first >> 1) & 3;
-        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-        let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
-        let mut rest = &body[2 + tlen..];
-        let mut packet_id = 0;
-        if qos > 0 {
-            packet_id = u16::from_be_bytes([rest[0], rest[1]]);
-            rest = &rest[2..];
-        }
-        Incoming {
-            topic,
-            qos,
-            packet_id,
-            payload: rest.to_vec(),
-        }
+        client::parse_publish(first, &body)
+            .unwrap_or_else(|| panic!("not a PUBLISH: {first:#x} {body:?}"))
     }
 
     /// Expects exactly `packet`.
