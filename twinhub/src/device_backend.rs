@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use twinhub_core::{HubError, Timestamp};
-use twinhub_mqtt::{DeviceBackend, DeviceEvent, DeviceEvents, Identity, QoS, Subscriptions};
+use twinhub_mqtt::{DeviceBackend, DeviceEvents, Identity, QoS, Subscriptions};
 use twinhub_service::{Hub, StoredSession, StoredSubscription};
 
 /// The hub as the MQTT endpoint's backend.
@@ -32,16 +32,7 @@ impl DeviceBackend for HubBackend {
 
     fn watch(&self, id: &Identity) -> DeviceEvents {
         let mut watch = self.0.watch(&id.device_id);
-        Box::pin(futures_util::stream::poll_fn(move |cx| {
-            watch.poll_recv(cx).map(|event| {
-                event.map(|event| match event {
-                    twinhub_service::DeviceEvent::Desired { version, payload } => {
-                        DeviceEvent::Desired { version, payload }
-                    }
-                    twinhub_service::DeviceEvent::Kick => DeviceEvent::Kick,
-                })
-            })
-        }))
+        Box::pin(futures_util::stream::poll_fn(move |cx| watch.poll_recv(cx)))
     }
 
     fn connected(&self, id: &Identity, now: Timestamp) {

@@ -19,10 +19,13 @@
 //! - [`connection_string`]: service and device connection strings.
 //! - [`etag`]: `If-Match` header semantics.
 //! - [`topic`]: IoT Hub's MQTT topics, subscription filters and CONNECT username.
+//! - [`event`]: [`DeviceEvent`], what a device's live sessions must learn about
+//!   (desired changes, being closed).
 
 pub mod connection_string;
 pub mod error;
 pub mod etag;
+pub mod event;
 pub mod identity;
 pub mod json;
 pub mod policy;
@@ -32,5 +35,6 @@ pub mod topic;
 pub mod twin;
 
 pub use error::{ErrorCode, HubError};
+pub use event::DeviceEvent;
 pub use json::Limits;
 pub use time::Timestamp;

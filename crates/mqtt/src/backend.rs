@@ -48,21 +48,7 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// Something a live connection must learn about its identity.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceEvent {
-    /// The desired properties changed.
-    Desired {
-        /// The new desired `$version`; it goes into the notification topic.
-        version: i64,
-        /// The notification body: the patch as applied, `null`s kept, with
-        /// `"$version"`, without `$metadata` (spec §3.3). Sent as is.
-        payload: serde_json::Value,
-    },
-    /// The identity was deleted or disabled, or its keys changed: close the
-    /// connection (the device reconnects and is authenticated afresh).
-    Kick,
-}
+pub use twinhub_core::DeviceEvent;
 
 /// A stream of one identity's events. Ending the stream closes the connection,
 /// since notifications could otherwise be lost silently.
@@ -110,9 +96,7 @@ where
 ///     }
 ///     fn watch(&self, id: &Identity) -> DeviceEvents {
 ///         let mut watch = self.0.watch(&id.device_id);
-///         Box::pin(futures_util::stream::poll_fn(move |cx| {
-///             watch.poll_recv(cx).map(|e| e.map(/* the service's event as ours */))
-///         }))
+///         Box::pin(futures_util::stream::poll_fn(move |cx| watch.poll_recv(cx)))
 ///     }
 ///     fn connected(&self, id: &Identity, now: Timestamp) { self.0.device_connected(&id.device_id, now) }
 ///     fn disconnected(&self, id: &Identity, now: Timestamp) { self.0.device_disconnected(&id.device_id, now) }

@@ -11,20 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
-/// Something a device's live sessions must learn about.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceEvent {
-    /// Desired properties changed: `payload` is the notification body (the applied
-    /// patch with `null`s kept, plus `"$version"`).
-    Desired {
-        /// The new desired `$version`.
-        version: i64,
-        /// The notification body.
-        payload: serde_json::Value,
-    },
-    /// The device was deleted or disabled, or its keys changed: close its sessions.
-    Kick,
-}
+pub use twinhub_core::DeviceEvent;
 
 /// A session's subscription to its device's events; dropping it unsubscribes.
 ///

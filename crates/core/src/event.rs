@@ -1,0 +1,19 @@
+//! What a device's live sessions must learn about, as the service layer publishes
+//! it and the MQTT endpoint consumes it (one type, so neither maps the other's).
+
+/// Something a device's live sessions must learn about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// Desired properties changed.
+    Desired {
+        /// The new desired `$version`; it goes into the notification topic.
+        version: i64,
+        /// The notification body, sent as is: the patch as applied with its
+        /// `null`s kept, plus `"$version"`, without `$metadata` (spec §3.3).
+        payload: serde_json::Value,
+    },
+    /// The device was deleted or disabled, its keys changed, or the policy its
+    /// session signed with went away: close its sessions (the device reconnects
+    /// and is authenticated afresh).
+    Kick,
+}
