@@ -35,6 +35,8 @@ pub enum ErrorCode {
     DeviceAlreadyExists,
     /// An `If-Match` etag or a `$version` precondition does not hold.
     PreconditionFailed,
+    /// A request body did not arrive in full in time.
+    RequestTimeout,
     /// A message or document is larger than allowed.
     MessageTooLarge,
     /// A bulk request holds more devices than allowed.
@@ -65,6 +67,7 @@ impl ErrorCode {
             Self::DeviceNotOnline => 404_103,
             Self::DeviceAlreadyExists => 409_001,
             Self::PreconditionFailed => 412_001,
+            Self::RequestTimeout => 408_001,
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
             Self::ThrottlingException => 429_001,
@@ -96,6 +99,7 @@ impl ErrorCode {
             Self::DeviceNotOnline => "DeviceNotOnline",
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
             Self::PreconditionFailed => "PreconditionFailed",
+            Self::RequestTimeout => "RequestTimeout",
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",
             Self::ThrottlingException => "ThrottlingException",

@@ -1,8 +1,8 @@
 //! `/devices`: the identity registry.
 
-use crate::request::{authorize, id, if_match, json_response, json_with_etag, parse_json};
+use crate::request::{authorize, id, if_match, json_response, json_with_etag, read_json};
 use crate::ApiError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -19,11 +19,11 @@ pub async fn put(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let device_id = id(path)?;
-    let body = parse_json(&body)?;
+    let body = read_json(body).await?;
     let device = hub
         .put_device(&device_id, &body, &if_match(&headers))
         .await?;
@@ -79,10 +79,11 @@ pub async fn bulk(
     State(hub): State<Hub>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
-    let outcome = hub.bulk(&parse_json(&body)?).await.map_err(|e| {
+    let body = read_json(body).await?;
+    let outcome = hub.bulk(&body).await.map_err(|e| {
         let mut members = serde_json::Map::new();
         members.insert("isSuccessful".into(), Value::Bool(false));
         let item = serde_json::json!({"deviceId": null, "errorCode": e.code.name(), "errorStatus": e.message});

@@ -1,12 +1,13 @@
 //! What handlers extract from requests, with IoT Hub's errors on bad input.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
+use std::time::Duration;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::policy::Permission;
 use twinhub_core::{ErrorCode, HubError};
@@ -41,6 +42,52 @@ pub fn json_with_etag(value: &Value) -> Response {
         }
     }
     response
+}
+
+/// The largest request body read: IoT Hub's twins are at most 32 KB a section
+/// and bulk requests at most 100 identities, far below this.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// How long a request body may take to arrive once its head has (the header
+/// timeout of the listener ends with the head).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads and parses a request body as JSON. Handlers call it after authorizing,
+/// so an unauthenticated client cannot make the hub buffer a body. A body over
+/// [`MAX_BODY`] is `413 MessageTooLarge`, one still arriving after
+/// [`BODY_TIMEOUT`] is `408 RequestTimeout`.
+pub async fn read_json(body: Body) -> Result<Value, ApiError> {
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                HubError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("The request body exceeds {MAX_BODY} bytes."),
+                )
+            } else {
+                HubError::new(
+                    ErrorCode::IotHubFormatError,
+                    format!("The request body could not be read: {e}."),
+                )
+            }
+            .into());
+        }
+        Err(_) => {
+            return Err(HubError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "The request body did not arrive within {} s.",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+            .into())
+        }
+    };
+    parse_json(&bytes)
 }
 
 /// Parses a request body as JSON; IoT Hub answers unparsable bodies with

@@ -1,8 +1,8 @@
 //! `/twins` and `/devices/query`.
 
-use crate::request::{authorize, id, if_match, json_response, json_with_etag, parse_json};
+use crate::request::{authorize, id, if_match, json_response, json_with_etag, read_json};
 use crate::ApiError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
@@ -29,11 +29,11 @@ pub async fn patch(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     let device_id = id(path)?;
-    let body = parse_json(&body)?;
+    let body = read_json(body).await?;
     Ok(json_with_etag(
         &hub.patch_twin(&device_id, &body, &if_match(&headers))
             .await?,
@@ -46,11 +46,11 @@ pub async fn replace(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     let device_id = id(path)?;
-    let body = parse_json(&body)?;
+    let body = read_json(body).await?;
     Ok(json_with_etag(
         &hub.replace_twin(&device_id, &body, &if_match(&headers))
             .await?,
@@ -64,7 +64,7 @@ pub async fn query(
     State(hub): State<Hub>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(
         &hub,
@@ -72,7 +72,7 @@ pub async fn query(
         &uri,
         &[Permission::ServiceConnect, Permission::RegistryRead],
     )?;
-    let body = parse_json(&body)?;
+    let body = read_json(body).await?;
     let text = body.get("query").and_then(Value::as_str).ok_or_else(|| {
         HubError::invalid("The request body must be {\"query\": \"SELECT ...\"}.")
     })?;

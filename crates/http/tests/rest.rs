@@ -103,6 +103,19 @@ impl Fixture {
             .await
     }
 
+    /// An owner call with a raw (possibly invalid or huge) body.
+    async fn owner_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let token = self.token("iothubowner");
+        self.call(method, path, Some(&token), headers, Some(body))
+            .await
+    }
+
     async fn create(&self, id: &str) -> Value {
         let path = format!("/devices/{}", percent(id));
         let (status, _, body) = self
@@ -564,4 +577,103 @@ async fn bulk_create_update_delete() {
         f.owner("GET", "/devices/bk1", &[], None).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+/// A request body that sends `first` and then never ends (a client trickling or
+/// stalling its body).
+fn stalled_body(first: &'static [u8]) -> Body {
+    use futures_util::StreamExt;
+    let chunks = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(first))
+    })
+    .chain(futures_util::stream::pending());
+    Body::from_stream(chunks)
+}
+
+fn patch_request(auth: Option<&str>, body: Body) -> Request<Body> {
+    let mut req = Request::builder()
+        .method("PATCH")
+        .uri("/twins/d1?api-version=2021-04-12")
+        .header("Content-Type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    req.body(body).unwrap()
+}
+
+async fn error_of(response: axum::response::Response) -> (StatusCode, String, Value) {
+    let status = response.status();
+    let code = response.headers()["iothub-errorcode"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, code, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_iot_hubs_shape_and_changes_nothing() {
+    let f = fixture();
+    f.create("d1").await;
+    let (_, _, before) = f.owner("GET", "/twins/d1", &[], None).await;
+    let big = format!(
+        r#"{{"tags":{{"a":"{}"}}}}"#,
+        "x".repeat(twinhub_http::request::MAX_BODY)
+    );
+    let (status, headers, body) = f
+        .owner_raw("PATCH", "/twins/d1", &[("If-Match", "*")], &big)
+        .await;
+    assert_error(
+        status,
+        &headers,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "MessageTooLarge",
+    );
+    let (_, _, after) = f.owner("GET", "/twins/d1", &[], None).await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_request_is_refused_before_its_body_is_read() {
+    let f = fixture();
+    f.create("d1").await;
+    // The body never ends: a handler that read it first would never answer.
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        f.app
+            .clone()
+            .oneshot(patch_request(None, stalled_body(b"{\"tags\":"))),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_408_after_the_body_timeout() {
+    let f = fixture();
+    f.create("d1").await;
+    let token = f.token("iothubowner");
+    let started = tokio::time::Instant::now();
+    let response = f
+        .app
+        .clone()
+        .oneshot(patch_request(Some(&token), stalled_body(b"{\"tags\":")))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= twinhub_http::request::BODY_TIMEOUT);
+    let (status, code, body) = error_of(response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
+        "{body}"
+    );
+    let (_, _, twin) = f.owner("GET", "/twins/d1", &[], None).await;
+    assert!(twin.get("tags").is_none(), "nothing was written: {twin}");
 }
