@@ -475,18 +475,19 @@ impl Connection<'_> {
                     written.map_err(End::Io)
                 }
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => {
-                    match done {
-                        Done::Patched(rid, result) => {
-                            let now = self.clock.now();
-                            match self.session.reported_patched(&rid, result, now) {
-                                Ok(()) => self.process_buffered(&mut rbuf),
-                                Err(close) => Err(close.into()),
-                            }
-                        }
-                        Done::Saved(Ok(()), ack) => self.send_held(ack)
-                            .and_then(|()| self.process_buffered(&mut rbuf)),
-                        Done::Saved(Err(e), _) => Err(End::Storage(e)),
+                    let mut step = self.complete(done, &mut rbuf);
+                    // A group commit completes many of this connection's writes at
+                    // once: take every one already done, so their responses leave
+                    // in one TLS record and one write instead of one each. (Polled
+                    // without our waker; the select above polls `pending` again
+                    // with it before the task sleeps.)
+                    while step.is_ok() {
+                        let Some(Some(done)) = self.pending.next().now_or_never() else {
+                            break;
+                        };
+                        step = self.complete(done, &mut rbuf);
                     }
+                    step
                 }
                 event = events.next(), if self.session.accepts_events() => match event {
                     Some(DeviceEvent::Desired { version, payload }) => {
@@ -509,6 +510,24 @@ impl Connection<'_> {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// Applies a finished backend call: a reported patch's result, or a stored
+    /// session change whose acknowledgement was held until it was durable.
+    fn complete(&mut self, done: Done, rbuf: &mut BytesMut) -> Result<(), End> {
+        match done {
+            Done::Patched(rid, result) => {
+                let now = self.clock.now();
+                match self.session.reported_patched(&rid, result, now) {
+                    Ok(()) => self.process_buffered(rbuf),
+                    Err(close) => Err(close.into()),
+                }
+            }
+            Done::Saved(Ok(()), ack) => self
+                .send_held(ack)
+                .and_then(|()| self.process_buffered(rbuf)),
+            Done::Saved(Err(e), _) => Err(End::Storage(e)),
         }
     }
 
