@@ -10,9 +10,9 @@ use crate::config::DataDir;
 use crate::Global;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use twinhub_core::connection_string;
 use twinhub_core::identity::generate_key;
 use twinhub_core::policy::{Permission, Policy};
+use twinhub_core::{connection_string, sas};
 use twinhub_sdk::ServiceClient;
 
 /// `connection-string` verbs.
@@ -157,6 +157,37 @@ pub(crate) enum DeviceIdentityCommand {
         #[command(subcommand)]
         command: DeviceConnectionStringCommand,
     },
+    /// Regenerate a device's key (or swap its two keys); its live session is
+    /// closed and tokens signed with a replaced key are refused.
+    #[command(name = "renew-key")]
+    RenewKey {
+        #[arg(long, short = 'd')]
+        device_id: String,
+        /// Which key.
+        #[arg(long = "key-type", alias = "kt")]
+        which: RenewKey,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+}
+
+/// `generate-sas-token` options (`az iot hub generate-sas-token`).
+#[derive(Args)]
+pub(crate) struct GenerateSasTokenArgs {
+    /// A device token, signed with the device's own key; without it, a service
+    /// token signed with a shared access policy.
+    #[arg(long, short = 'd')]
+    device_id: Option<String>,
+    /// The policy for a service token (default: iothubowner, or the policy of
+    /// --login).
+    #[arg(long, short = 'n')]
+    policy_name: Option<String>,
+    /// Sign with the secondary key.
+    #[arg(long)]
+    key_type: Option<KeyType>,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 3600)]
+    du: u32,
 }
 
 /// `device-identity connection-string` verbs.
@@ -455,6 +486,39 @@ pub(crate) async fn device_identity(
             println!("{}", connection_string::device(&host, &device_id, key));
             Ok(())
         }
+        DeviceIdentityCommand::RenewKey {
+            device_id,
+            which,
+            etag,
+        } => {
+            let device = client.get_device(&device_id).await.map_err(err)?;
+            let keys = &device["authentication"]["symmetricKey"];
+            let current = |field: &str| {
+                keys[field]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))
+            };
+            let (mut primary, mut secondary) = (current("primaryKey")?, current("secondaryKey")?);
+            let mut rng = rand::rngs::OsRng;
+            match which {
+                RenewKey::Primary => primary = generate_key(&mut rng),
+                RenewKey::Secondary => secondary = generate_key(&mut rng),
+                RenewKey::Swap => std::mem::swap(&mut primary, &mut secondary),
+            }
+            let mut body = device.clone();
+            body["authentication"]["symmetricKey"] =
+                json!({"primaryKey": primary, "secondaryKey": secondary});
+            // Without --etag, the etag just read: a change in between is refused
+            // rather than overwritten.
+            let etag = etag.or_else(|| device["etag"].as_str().map(str::to_owned));
+            print(
+                &client
+                    .update_device(&device_id, &body, etag.as_deref())
+                    .await
+                    .map_err(err)?,
+            )
+        }
     }
 }
 
@@ -473,6 +537,74 @@ fn client_host(global: &Global) -> Result<String, String> {
         .first()
         .cloned()
         .unwrap_or_else(|| "localhost".into()))
+}
+
+/// `twinhub generate-sas-token`: prints `{"sas": "SharedAccessSignature ..."}`.
+pub(crate) async fn generate_sas_token(
+    global: &Global,
+    args: GenerateSasTokenArgs,
+) -> Result<(), String> {
+    let host = client_host(global)?;
+    let which = args.key_type.unwrap_or(KeyType::Primary);
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs()
+        .saturating_add(u64::from(args.du));
+    let expiry = i64::try_from(expiry).map_err(|e| e.to_string())?;
+    let token = match &args.device_id {
+        Some(device_id) => {
+            let device = client(global)?
+                .get_device(device_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let field = match which {
+                KeyType::Primary => "primaryKey",
+                KeyType::Secondary => "secondaryKey",
+            };
+            let key = device["authentication"]["symmetricKey"][field]
+                .as_str()
+                .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))?;
+            sas::generate_token(&format!("{host}/devices/{device_id}"), key, None, expiry)
+        }
+        None => {
+            let (name, key) = policy_key(global, args.policy_name.as_deref(), which)?;
+            sas::generate_token(&host, &key, Some(&name), expiry)
+        }
+    }
+    .ok_or("the key is not base64")?;
+    print(&json!({ "sas": token }))
+}
+
+/// The name and key of the policy to sign a service token with.
+fn policy_key(
+    global: &Global,
+    name: Option<&str>,
+    which: KeyType,
+) -> Result<(String, String), String> {
+    if let Some(login) = &global.login {
+        let cs = connection_string::ConnectionString::parse(login).map_err(|e| e.message)?;
+        let login_policy = cs.require("SharedAccessKeyName").map_err(|e| e.message)?;
+        if name.is_some_and(|n| n != login_policy) {
+            return Err(format!(
+                "--login holds the key of '{login_policy}' only; run this with --data-dir to sign for another policy"
+            ));
+        }
+        let key = cs.require("SharedAccessKey").map_err(|e| e.message)?;
+        return Ok((login_policy.to_owned(), key.to_owned()));
+    }
+    let hub = DataDir::new(&global.data_dir).read_hub_file()?;
+    let name = name.unwrap_or(OWNER_POLICY);
+    let policy = hub
+        .policies
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("the hub has no shared access policy '{name}'"))?;
+    let key = match which {
+        KeyType::Primary => &policy.primary_key,
+        KeyType::Secondary => &policy.secondary_key,
+    };
+    Ok((policy.name.clone(), key.clone()))
 }
 
 /// `twinhub device-twin ...`.

@@ -73,6 +73,9 @@ enum Command {
     },
     /// Run a twin query and print every row as a JSON array.
     Query(cli::QueryArgs),
+    /// Print a SAS token for a device or a shared access policy.
+    #[command(name = "generate-sas-token")]
+    GenerateSasToken(cli::GenerateSasTokenArgs),
     /// Shared access policies (edits the data directory's hub.json; a running
     /// hub applies changes within a second).
     Policy {
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             Command::DeviceIdentity { command } => cli::device_identity(&cli.global, command).await,
             Command::DeviceTwin { command } => cli::device_twin(&cli.global, command).await,
             Command::Query(args) => cli::query(&cli.global, args).await,
+            Command::GenerateSasToken(args) => cli::generate_sas_token(&cli.global, args).await,
             Command::Policy { command } => cli::policy(&cli.global, command).await,
         }
     });

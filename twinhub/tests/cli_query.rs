@@ -383,3 +383,133 @@ fn connection_strings_print_one_line_each() {
         json!([{"deviceId": "cs-dev", "hello": "cli"}])
     );
 }
+
+/// `GET /devices` with a hand-given `Authorization` header: the status.
+fn list_devices_status(hub: &common::Hub, authorization: &str) -> u16 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ca = reqwest::Certificate::from_pem(&hub.ca_pem()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        http.get(format!(
+            "https://localhost:{}/devices?api-version=2021-04-12",
+            hub.https_port
+        ))
+        .header("Authorization", authorization)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+    })
+}
+
+#[test]
+fn renew_key_and_generate_sas_token() {
+    let hub = common::Hub::start();
+    let data = hub.data.as_path();
+    let created = create_device(data, "keyed");
+    let key = |device: &Value, which: &str| {
+        device["authentication"]["symmetricKey"][which]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (p0, s0) = (key(&created, "primaryKey"), key(&created, "secondaryKey"));
+
+    // A device token signs with the device's current primary key, for its scope.
+    let sas = |args: &[&str]| {
+        let mut all = vec!["generate-sas-token"];
+        all.extend_from_slice(args);
+        let printed = ok_json(data, &all);
+        twinhub_core::sas::SasToken::parse(printed["sas"].as_str().unwrap()).unwrap()
+    };
+    let device_token = sas(&["-d", "keyed", "--du", "120"]);
+    assert_eq!(device_token.resource, "localhost/devices/keyed");
+    assert_eq!(device_token.key_name, None);
+    assert!(device_token.verify_signature([p0.as_str()]).is_ok());
+    assert!(device_token.verify_signature([s0.as_str()]).is_err());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now + 110..=now + 130).contains(&device_token.expiry));
+
+    // renew-key: a new primary, the secondary kept; swap exchanges them.
+    let renewed = ok_json(
+        data,
+        &[
+            "device-identity",
+            "renew-key",
+            "-d",
+            "keyed",
+            "--key-type",
+            "primary",
+        ],
+    );
+    let p1 = key(&renewed, "primaryKey");
+    assert_ne!(p1, p0);
+    assert_eq!(key(&renewed, "secondaryKey"), s0);
+    let swapped = ok_json(
+        data,
+        &[
+            "device-identity",
+            "renew-key",
+            "-d",
+            "keyed",
+            "--key-type",
+            "swap",
+        ],
+    );
+    assert_eq!(
+        (key(&swapped, "primaryKey"), key(&swapped, "secondaryKey")),
+        (s0.clone(), p1.clone())
+    );
+    assert!(sas(&["-d", "keyed"])
+        .verify_signature([s0.as_str()])
+        .is_ok());
+    // A stale --etag is refused, not overwritten.
+    let stale = created["etag"].as_str().unwrap();
+    let out = twinhub(
+        data,
+        &[
+            "device-identity",
+            "renew-key",
+            "-d",
+            "keyed",
+            "--key-type",
+            "primary",
+            "--etag",
+            stale,
+        ],
+    );
+    assert!(!out.status.success(), "{}", describe(&[], &out));
+
+    // Policy tokens work against the hub for what the policy grants.
+    let owner = ok_json(data, &["generate-sas-token"]);
+    assert_eq!(
+        list_devices_status(&hub, owner["sas"].as_str().unwrap()),
+        200
+    );
+    let service = ok_json(
+        data,
+        &[
+            "generate-sas-token",
+            "-n",
+            "service",
+            "--key-type",
+            "secondary",
+        ],
+    );
+    let service = service["sas"].as_str().unwrap();
+    assert!(service.contains("skn=service"));
+    assert_eq!(
+        list_devices_status(&hub, service),
+        401,
+        "service lacks RegistryRead"
+    );
+    let out = twinhub(data, &["generate-sas-token", "-n", "nope"]);
+    assert!(!out.status.success());
+}
