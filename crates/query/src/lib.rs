@@ -52,7 +52,7 @@ pub use ast::{
     Aggregate, ArithmeticOp, Collection, CompareOp, Expr, Function, Literal, Path, Projection,
     Query, Segment, Select, SelectItem,
 };
-pub use document::{descend, lookup, resolve_json, Document, Field};
+pub use document::{descend, lookup, lookup_node, resolve_json, resolve_node, Document, Field};
 pub use error::{QueryError, QueryErrorKind, MAX_EXPRESSION_DEPTH, MAX_QUERY_LENGTH};
 pub use hint::{HintCondition, ScanHint};
 pub use page::{

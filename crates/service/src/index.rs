@@ -20,6 +20,7 @@ use crate::document::TwinDocument;
 use crate::state::DeviceRecord;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use twinhub_json::Node;
 use twinhub_query::{Document, Field, HintCondition, Path, ScanHint};
 
 /// Most indexes a shard keeps (each costs ~50–70 B per twin).
@@ -51,6 +52,12 @@ impl IndexKey {
     fn of_field(field: &Field<'_>) -> Option<IndexKey> {
         match field {
             Field::Json(value) => IndexKey::of_json(value),
+            Field::Node(node) => match node {
+                Node::String(s) => Some(IndexKey::Str(s.as_str().into())),
+                Node::Number(n) => n.as_f64().map(IndexKey::number),
+                Node::Bool(b) => Some(IndexKey::Bool(*b)),
+                _ => None,
+            },
             Field::Owned(value) => IndexKey::of_json(value),
             Field::Str(s) => Some(IndexKey::Str(s.as_ref().into())),
             // Exact: twin integers are far below 2^53.

@@ -4,7 +4,7 @@
 //! each twin). The store streams its rows in key order on this thread; each row
 //! goes, by the shard its key hashes to, to one of a few decoding threads that
 //! owns that shard, so every shard's records still arrive sorted. A thread
-//! decodes, trims each twin to size and, once the rows end, builds its shards'
+//! decodes each twin and, once the rows end, builds its shards'
 //! maps in bulk from the sorted records: no per-key search, and full B-tree nodes
 //! (inserting keys in order one by one leaves every node about half empty).
 //! Rows travel in batches through bounded channels, so the stored bytes in memory
@@ -93,7 +93,6 @@ fn decode(rows: Receiver<Rows>, count: usize) -> Result<Decoded, StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
             // Nobody is connected to a hub that just started.
             record.identity.connection_state = ConnectionState::Disconnected;
-            record.twin.shrink_to_fit();
             if let Some(shard) = sorted.get_mut(shard_index(&key)) {
                 shard.push((key, record));
             }

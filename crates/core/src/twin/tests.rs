@@ -320,7 +320,7 @@ proptest! {
             let before = (twin.version(), twin.desired().version(), twin.reported().version());
             let body = json!({"properties": {"desired": Value::Object(p.clone())}});
             let out = twin.apply_service_patch(&body, t(i as i64 + 1), &limits()).unwrap();
-            assert_patch_visible(twin.desired().values(), p);
+            assert_patch_visible(&twin.desired().values().to_map(), p);
             let after = (twin.version(), twin.desired().version(), twin.reported().version());
             if out.changed {
                 prop_assert_eq!(after, (before.0 + 1, before.1 + 1, before.2));
@@ -331,10 +331,10 @@ proptest! {
             }
             let v = twin.reported().version();
             prop_assert_eq!(twin.apply_reported_patch(&Value::Object(p.clone()), None, t(100), &limits()).unwrap(), v + 1);
-            assert_patch_visible(twin.reported().values(), p);
+            assert_patch_visible(&twin.reported().values().to_map(), p);
             let rendered = twin.to_json(&id);
-            assert_metadata_mirrors(twin.desired().values(), &rendered["properties"]["desired"]["$metadata"]);
-            assert_metadata_mirrors(twin.reported().values(), &rendered["properties"]["reported"]["$metadata"]);
+            assert_metadata_mirrors(&twin.desired().values().to_map(), &rendered["properties"]["desired"]["$metadata"]);
+            assert_metadata_mirrors(&twin.reported().values().to_map(), &rendered["properties"]["reported"]["$metadata"]);
         }
     }
 
@@ -342,13 +342,13 @@ proptest! {
     fn merging_a_replace_notification_gives_the_new_document(p in patch(), r in patch()) {
         let mut twin = Twin::new(t(0));
         twin.apply_service_patch(&json!({"properties": {"desired": Value::Object(p)}}), t(1), &limits()).unwrap();
-        let mut device_copy = twin.desired().values().clone();
+        let mut device_copy = twin.desired().values().to_map();
         let out = twin.replace(&json!({"properties": {"desired": Value::Object(r)}}), t(2), &limits()).unwrap();
         let mut note = out.desired_notification.unwrap().as_object().unwrap().clone();
         note.remove("$version");
         let mut scratch = Metadata::new(t(2), None);
         merge(&mut device_copy, &mut scratch, &note, t(2), None);
-        prop_assert_eq!(&device_copy, twin.desired().values());
+        prop_assert_eq!(&device_copy, &twin.desired().values().to_map());
     }
 
     #[test]
