@@ -23,10 +23,12 @@ use crate::{HubError, Timestamp};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use twinhub_json::{Node, Object};
+use twinhub_json::Object;
 
 mod children;
+mod tree;
 use children::Children;
+use tree::MetadataTree;
 
 /// `$metadata` of one node: when it last changed and, in desired, at which version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,46 +62,70 @@ impl Metadata {
         }
         meta
     }
-
-    /// Renders the `$metadata` object for `values`, following their key order.
-    fn render(&self, values: &Object) -> Value {
-        let mut out = Map::new();
-        out.insert(
-            "$lastUpdated".into(),
-            Value::String(self.last_updated.to_iso()),
-        );
-        if let Some(v) = self.last_updated_version {
-            out.insert("$lastUpdatedVersion".into(), Value::from(v));
-        }
-        for (key, value) in values.iter() {
-            let Some(child) = self.children.get(key) else {
-                continue;
-            };
-            let rendered = match value {
-                Node::Object(members) => child.render(members),
-                _ => child.render(&Object::new()),
-            };
-            out.insert(key.to_owned(), rendered);
-        }
-        Value::Object(out)
-    }
 }
 
 /// One properties section (desired or reported): values, metadata and `$version`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "StoredSection")]
 pub struct Section {
+    values: Object,
+    metadata: MetadataTree,
+    version: i64,
+}
+
+/// A section as stored: its `$metadata` keyed ([`Metadata`]).
+#[derive(Deserialize)]
+struct StoredSection {
     values: Object,
     metadata: Metadata,
     version: i64,
+}
+
+impl From<StoredSection> for Section {
+    fn from(stored: StoredSection) -> Self {
+        Self {
+            metadata: MetadataTree::from_keyed(&stored.metadata, &stored.values),
+            values: stored.values,
+            version: stored.version,
+        }
+    }
+}
+
+impl Serialize for Section {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            values: &'a Object,
+            metadata: Metadata,
+            version: i64,
+        }
+        Stored {
+            values: &self.values,
+            metadata: self.keyed_metadata(),
+            version: self.version,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Section {
     fn new(now: Timestamp) -> Self {
         Self {
             values: Object::new(),
-            metadata: Metadata::new(now, None),
+            metadata: MetadataTree::new(now),
             version: 1,
         }
+    }
+
+    /// The section's `$metadata` in the form the merge edits.
+    fn keyed_metadata(&self) -> Metadata {
+        self.metadata.to_keyed(&self.values)
+    }
+
+    /// Stores edited values and metadata.
+    fn set(&mut self, values: Map<String, Value>, metadata: &Metadata) {
+        self.values = Object::from_map(values);
+        self.metadata = MetadataTree::from_keyed(metadata, &self.values);
     }
 
     /// The section's properties, without `$metadata` and `$version`.
@@ -343,7 +369,7 @@ impl Twin {
             SectionInput::Absent => None,
             SectionInput::Clear => {
                 let mut values = self.desired.values.to_map();
-                let mut metadata = self.desired.metadata.clone();
+                let mut metadata = self.desired.keyed_metadata();
                 let removed: Map<String, Value> =
                     values.keys().map(|k| (k.clone(), Value::Null)).collect();
                 merge(
@@ -363,7 +389,7 @@ impl Twin {
             SectionInput::Patch(p) => {
                 json::validate_patch(p, limits, "properties.desired")?;
                 let mut values = self.desired.values.to_map();
-                let mut metadata = self.desired.metadata.clone();
+                let mut metadata = self.desired.keyed_metadata();
                 let changed = merge(
                     &mut values,
                     &mut metadata,
@@ -389,8 +415,7 @@ impl Twin {
             self.tags = Object::from_map(tags);
         }
         if let Some((values, metadata)) = new_desired {
-            self.desired.values = Object::from_map(values);
-            self.desired.metadata = metadata;
+            self.desired.set(values, &metadata);
         }
         self.version += 1;
         self.etag += 1;
@@ -440,11 +465,8 @@ impl Twin {
         let mut metadata = Metadata::for_value(&Value::Object(desired.clone()), now, Some(version));
         metadata.last_updated_version = Some(version);
         self.tags = Object::from_map(tags);
-        self.desired = Section {
-            values: Object::from_map(desired),
-            metadata,
-            version,
-        };
+        self.desired.set(desired, &metadata);
+        self.desired.version = version;
         self.version += 1;
         self.etag += 1;
         Ok(ServiceWriteOutcome {
@@ -479,14 +501,13 @@ impl Twin {
         let patch = strip_read_only(patch);
         json::validate_patch(&patch, limits, "properties.reported")?;
         let mut values = self.reported.values.to_map();
-        let mut metadata = self.reported.metadata.clone();
+        let mut metadata = self.reported.keyed_metadata();
         merge(&mut values, &mut metadata, &patch, now, None);
         json::check_size(&values, limits.max_reported_bytes, "properties.reported")?;
         // A reported patch always counts as a write: devices rely on the version
         // they get back growing with every accepted PATCH.
         metadata.last_updated = now;
-        self.reported.values = Object::from_map(values);
-        self.reported.metadata = metadata;
+        self.reported.set(values, &metadata);
         self.reported.version += 1;
         self.version += 1;
         Ok(self.reported.version)
