@@ -65,30 +65,14 @@ impl Metadata {
 }
 
 /// One properties section (desired or reported): values, metadata and `$version`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "StoredSection")]
+///
+/// Stored as `{"values", "metadata" (keyed, [`Metadata`]), "version"}`; decoding is in
+/// the `tree` module.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Section {
     values: Object,
     metadata: MetadataTree,
     version: i64,
-}
-
-/// A section as stored: its `$metadata` keyed ([`Metadata`]).
-#[derive(Deserialize)]
-struct StoredSection {
-    values: Object,
-    metadata: Metadata,
-    version: i64,
-}
-
-impl From<StoredSection> for Section {
-    fn from(stored: StoredSection) -> Self {
-        Self {
-            metadata: MetadataTree::from_keyed(&stored.metadata, &stored.values),
-            values: stored.values,
-            version: stored.version,
-        }
-    }
 }
 
 impl Serialize for Section {

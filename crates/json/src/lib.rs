@@ -162,20 +162,21 @@ impl Object {
             .map(|(_, node)| node)
     }
 
-    /// Members from a decoder: in order, the value of a repeated key replacing the
-    /// earlier one in its place, as `serde_json::Map` does.
-    fn from_members(mut members: Vec<(CompactString, Node)>) -> Object {
-        if has_repeated_key(&members) {
+    /// Members from a decoder, moved out of `members` into an exactly sized slice: in
+    /// order, the value of a repeated key replacing the earlier one in its place, as
+    /// `serde_json::Map` does.
+    fn from_members(members: &mut Vec<(CompactString, Node)>) -> Object {
+        if has_repeated_key(members) {
             let mut kept: Vec<(CompactString, Node)> = Vec::with_capacity(members.len());
-            for (key, node) in members {
+            for (key, node) in members.drain(..) {
                 match kept.iter_mut().find(|(k, _)| *k == key) {
                     Some(slot) => slot.1 = node,
                     None => kept.push((key, node)),
                 }
             }
-            members = kept;
+            return Object(kept.into_boxed_slice());
         }
-        Object(members.into_boxed_slice())
+        Object(members.drain(..).collect())
     }
 }
 

@@ -6,7 +6,46 @@ use compact_str::CompactString;
 use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Number;
+use std::cell::RefCell;
 use std::fmt;
+
+/// Scratch vectors reused by decoding, one per nesting level in use. Members are
+/// gathered in one and then moved into an exactly sized allocation: growing a
+/// vector and shrinking it to size would cost reallocations and, for a hub loading
+/// a million twins, leave a small free gap after every object.
+struct Scratch<T> {
+    free: RefCell<Vec<Vec<T>>>,
+}
+
+/// Scratch vectors grown past this many elements are not kept.
+const SCRATCH_KEEP: usize = 256;
+/// Most scratch vectors kept per kind and thread (nesting deeper than this allocates).
+const SCRATCH_DEPTH: usize = 16;
+
+impl<T> Scratch<T> {
+    const fn new() -> Self {
+        Self {
+            free: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<T> {
+        self.free.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, mut scratch: Vec<T>) {
+        scratch.clear();
+        let mut free = self.free.borrow_mut();
+        if scratch.capacity() <= SCRATCH_KEEP && free.len() < SCRATCH_DEPTH {
+            free.push(scratch);
+        }
+    }
+}
+
+thread_local! {
+    static MEMBERS: Scratch<(CompactString, Node)> = const { Scratch::new() };
+    static ITEMS: Scratch<Node> = const { Scratch::new() };
+}
 
 impl Serialize for Node {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -78,11 +117,13 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Node, A::Error> {
-        let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(256));
+        let mut items = ITEMS.with(Scratch::take);
         while let Some(item) = access.next_element::<Node>()? {
             items.push(item);
         }
-        Ok(Node::Array(items.into_boxed_slice()))
+        let array: Box<[Node]> = items.drain(..).collect();
+        ITEMS.with(|scratch| scratch.give_back(items));
+        Ok(Node::Array(array))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Node, A::Error> {
@@ -106,12 +147,14 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Object, A::Error> {
-        let mut members = Vec::with_capacity(access.size_hint().unwrap_or(0).min(256));
+        let mut members = MEMBERS.with(Scratch::take);
         while let Some(key) = access.next_key::<CompactString>()? {
             let node = access.next_value::<Node>()?;
             members.push((key, node));
         }
-        Ok(Object::from_members(members))
+        let object = Object::from_members(&mut members);
+        MEMBERS.with(|scratch| scratch.give_back(members));
+        Ok(object)
     }
 }
 
