@@ -519,7 +519,10 @@ impl Twin {
 
     fn render(&self, identity: &DeviceIdentity, metadata: bool) -> Value {
         let mut out = Map::new();
-        out.insert("deviceId".into(), Value::String(identity.device_id.clone()));
+        out.insert(
+            "deviceId".into(),
+            Value::String(identity.device_id.to_string()),
+        );
         out.insert("etag".into(), Value::String(self.etag()));
         out.insert("deviceEtag".into(), Value::String(identity.etag()));
         out.insert(

@@ -35,7 +35,7 @@ impl<'r> TwinDocument<'r> {
         let borrowed = |s: &'r str| Field::Str(Cow::Borrowed(s));
         let owned = |s: String| Field::Str(Cow::Owned(s));
         Some(match folded {
-            "deviceid" => ("deviceId", borrowed(&identity.device_id)),
+            "deviceid" => ("deviceId", borrowed(identity.device_id.as_str())),
             "etag" => ("etag", owned(twin.etag())),
             "deviceetag" => ("deviceEtag", owned(identity.etag())),
             "status" => ("status", borrowed(identity.status.as_str())),
@@ -136,7 +136,11 @@ impl Document for TwinDocument<'_> {
     fn member(&self, name: &str) -> Option<Field<'_>> {
         match name {
             // The executor's hot path: every twin's collection and key.
-            "deviceId" => return Some(Field::Str(Cow::Borrowed(&self.record.identity.device_id))),
+            "deviceId" => {
+                return Some(Field::Str(Cow::Borrowed(
+                    self.record.identity.device_id.as_str(),
+                )))
+            }
             "moduleId" | "jobId" => return None,
             _ => {}
         }

@@ -18,6 +18,7 @@
 
 use crate::document::TwinDocument;
 use crate::state::DeviceRecord;
+use compact_str::CompactString;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use twinhub_json::Node;
@@ -89,14 +90,14 @@ pub(crate) struct EqualityIndex {
 }
 
 impl EqualityIndex {
-    fn build(path: &Path, devices: &BTreeMap<String, DeviceRecord>) -> EqualityIndex {
+    fn build(path: &Path, devices: &BTreeMap<CompactString, DeviceRecord>) -> EqualityIndex {
         let mut index = EqualityIndex {
             path: path.clone(),
             ids: HashMap::new(),
         };
         for (id, record) in devices {
             if let Some(key) = index.key_of(record) {
-                index.ids.entry(key).or_default().insert(id.clone());
+                index.ids.entry(key).or_default().insert(id.to_string());
             }
         }
         index
@@ -123,7 +124,7 @@ impl Indexes {
     pub(crate) fn ensure(
         &mut self,
         path: &Path,
-        devices: &BTreeMap<String, DeviceRecord>,
+        devices: &BTreeMap<CompactString, DeviceRecord>,
     ) -> Option<&EqualityIndex> {
         let found = self.0.iter().position(|index| index.path == *path);
         let position = match found {
