@@ -135,15 +135,15 @@ fn check_section(values: &Map<String, Value>, limits: &Limits, max: usize, name:
 }
 
 fn check_state(twin: &Twin, limits: &Limits, identity: &DeviceIdentity) {
-    check_section(twin.tags(), limits, limits.max_tags_bytes, "tags");
+    check_section(&twin.tags().to_map(), limits, limits.max_tags_bytes, "tags");
     check_section(
-        twin.desired().values(),
+        &twin.desired().values().to_map(),
         limits,
         limits.max_desired_bytes,
         "desired",
     );
     check_section(
-        twin.reported().values(),
+        &twin.reported().values().to_map(),
         limits,
         limits.max_reported_bytes,
         "reported",
@@ -225,7 +225,7 @@ fuzz_target!(|input: Input| {
                         let n = outcome.desired_notification.expect("replace notifies");
                         assert_eq!(n["$version"], twin.desired().version());
                         // Every key the device held is in the notification: set or null.
-                        for key in before.desired().values().keys() {
+                        for (key, _) in before.desired().values().iter() {
                             assert!(n.get(key).is_some(), "removed key {key:?} not notified");
                         }
                     }

@@ -3,6 +3,7 @@
 
 use crate::{HubError, Timestamp};
 use base64::Engine as _;
+use compact_str::CompactString;
 use rand::{CryptoRng, Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -165,10 +166,10 @@ fn opt_string(s: &Option<String>) -> Value {
 /// A device in the identity registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceIdentity {
-    /// Case-sensitive device id.
-    pub device_id: String,
-    /// New for each incarnation of the id.
-    pub generation_id: String,
+    /// Case-sensitive device id (inline up to 24 bytes: a hub keeps a million).
+    pub device_id: CompactString,
+    /// New for each incarnation of the id (18 digits, inline).
+    pub generation_id: CompactString,
     /// Counter behind the identity etag; changes on every identity update.
     pub etag_counter: u64,
     /// Enabled or disabled.
@@ -216,10 +217,11 @@ impl DeviceIdentity {
         let request = DeviceRequest::parse(device_id, body)?;
         let status = request.status.unwrap_or(DeviceStatus::Enabled);
         let mut identity = Self {
-            device_id: device_id.to_owned(),
+            device_id: device_id.into(),
             generation_id: rng
                 .gen_range(100_000_000_000_000_000u64..1_000_000_000_000_000_000)
-                .to_string(),
+                .to_string()
+                .into(),
             etag_counter: u64::from(rng.gen::<u32>()),
             status,
             status_reason: request.status_reason.clone(),
@@ -305,10 +307,10 @@ impl DeviceIdentity {
     /// The identity JSON of `GET /devices/{id}` (spec §6.1).
     pub fn to_json(&self) -> Value {
         let mut out = Map::new();
-        out.insert("deviceId".into(), Value::String(self.device_id.clone()));
+        out.insert("deviceId".into(), Value::String(self.device_id.to_string()));
         out.insert(
             "generationId".into(),
-            Value::String(self.generation_id.clone()),
+            Value::String(self.generation_id.to_string()),
         );
         out.insert("etag".into(), Value::String(self.etag()));
         out.insert(

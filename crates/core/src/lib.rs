@@ -11,7 +11,8 @@
 //!   size rule IoT Hub uses.
 //! - [`twin`]: the twin document: sections with `$version` and `$metadata`, merge
 //!   patches where `null` deletes, replace, version and etag counters, and the JSON
-//!   shapes for REST and for devices.
+//!   shapes for REST and for devices. Tags and properties are kept as compact
+//!   `twinhub_json` trees and edited as `serde_json` maps.
 //! - [`identity`]: device identities (keys, status, etags, generation ids) and the
 //!   REST body that creates or updates one.
 //! - [`sas`]: shared access signature tokens: parse, sign, verify, scope.

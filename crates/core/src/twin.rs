@@ -10,6 +10,12 @@
 //!
 //! Every write here is all or nothing: the whole request is validated, the result is
 //! built on copies, its size is checked, and only then does it replace the state.
+//!
+//! The state keeps tags and property values as compact [`twinhub_json`] trees (a hub
+//! holds a million twins, and a `serde_json::Map` costs a hash index and a heap block
+//! per key and string). A write copies the sections it touches out as `serde_json`
+//! maps, runs the merge logic there, and stores the result back compact: the copy
+//! it always made anyway, plus one conversion back.
 
 use crate::identity::DeviceIdentity;
 use crate::json::{self, Limits};
@@ -17,9 +23,12 @@ use crate::{HubError, Timestamp};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use twinhub_json::Object;
 
 mod children;
+mod tree;
 use children::Children;
+use tree::MetadataTree;
 
 /// `$metadata` of one node: when it last changed and, in desired, at which version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,50 +62,58 @@ impl Metadata {
         }
         meta
     }
-
-    /// Renders the `$metadata` object for `values`, following their key order.
-    fn render(&self, values: &Map<String, Value>) -> Value {
-        let mut out = Map::new();
-        out.insert(
-            "$lastUpdated".into(),
-            Value::String(self.last_updated.to_iso()),
-        );
-        if let Some(v) = self.last_updated_version {
-            out.insert("$lastUpdatedVersion".into(), Value::from(v));
-        }
-        for (key, value) in values {
-            let Some(child) = self.children.get(key) else {
-                continue;
-            };
-            let rendered = match value {
-                Value::Object(members) => child.render(members),
-                _ => child.render(&Map::new()),
-            };
-            out.insert(key.clone(), rendered);
-        }
-        Value::Object(out)
-    }
 }
 
 /// One properties section (desired or reported): values, metadata and `$version`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as `{"values", "metadata" (keyed, [`Metadata`]), "version"}`; decoding is in
+/// the `tree` module.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Section {
-    values: Map<String, Value>,
-    metadata: Metadata,
+    values: Object,
+    metadata: MetadataTree,
     version: i64,
+}
+
+impl Serialize for Section {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            values: &'a Object,
+            metadata: Metadata,
+            version: i64,
+        }
+        Stored {
+            values: &self.values,
+            metadata: self.keyed_metadata(),
+            version: self.version,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Section {
     fn new(now: Timestamp) -> Self {
         Self {
-            values: Map::new(),
-            metadata: Metadata::new(now, None),
+            values: Object::new(),
+            metadata: MetadataTree::new(now),
             version: 1,
         }
     }
 
+    /// The section's `$metadata` in the form the merge edits.
+    fn keyed_metadata(&self) -> Metadata {
+        self.metadata.to_keyed(&self.values)
+    }
+
+    /// Stores edited values and metadata.
+    fn set(&mut self, values: Map<String, Value>, metadata: &Metadata) {
+        self.values = Object::from_map(values);
+        self.metadata = MetadataTree::from_keyed(metadata, &self.values);
+    }
+
     /// The section's properties, without `$metadata` and `$version`.
-    pub fn values(&self) -> &Map<String, Value> {
+    pub fn values(&self) -> &Object {
         &self.values
     }
 
@@ -118,7 +135,7 @@ impl Section {
     /// The section as REST returns it: properties, `$metadata` (when asked for),
     /// `$version`.
     fn render_full(&self, metadata: bool) -> Value {
-        let mut out = self.values.clone();
+        let mut out = self.values.to_map();
         if metadata {
             out.insert("$metadata".into(), self.metadata.render(&self.values));
         }
@@ -128,7 +145,7 @@ impl Section {
 
     /// The section as devices see it: properties and `$version`, never `$metadata`.
     fn render_for_device(&self) -> Value {
-        let mut out = self.values.clone();
+        let mut out = self.values.to_map();
         out.insert("$version".into(), Value::from(self.version));
         Value::Object(out)
     }
@@ -258,7 +275,7 @@ pub struct ServiceWriteOutcome {
 /// A device twin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Twin {
-    tags: Map<String, Value>,
+    tags: Object,
     desired: Section,
     reported: Section,
     version: i64,
@@ -269,7 +286,7 @@ impl Twin {
     /// The twin of a device created at `now`.
     pub fn new(now: Timestamp) -> Self {
         Self {
-            tags: Map::new(),
+            tags: Object::new(),
             desired: Section::new(now),
             reported: Section::new(now),
             version: 2,
@@ -278,7 +295,7 @@ impl Twin {
     }
 
     /// The twin's tags.
-    pub fn tags(&self) -> &Map<String, Value> {
+    pub fn tags(&self) -> &Object {
         &self.tags
     }
 
@@ -302,15 +319,6 @@ impl Twin {
         base64::engine::general_purpose::STANDARD.encode(self.etag.to_be_bytes())
     }
 
-    /// Gives back the spare capacity of the twin's maps and arrays. Decoding grows
-    /// them by doubling (JSON announces no sizes), and a hub keeps a million twins
-    /// for long: exactly sized, the typical twin's values take ~30% less memory.
-    pub fn shrink_to_fit(&mut self) {
-        shrink_map(&mut self.tags);
-        shrink_map(&mut self.desired.values);
-        shrink_map(&mut self.reported.values);
-    }
-
     /// Applies a service `PATCH /twins/{id}` body: `tags` and `properties.desired`
     /// merge; `null` for either clears it; every other member is read-only and ignored.
     pub fn apply_service_patch(
@@ -320,60 +328,64 @@ impl Twin {
         limits: &Limits,
     ) -> Result<ServiceWriteOutcome, HubError> {
         let (tags, desired) = service_sections(body)?;
-        let mut next = self.clone();
+        // Edited as `serde_json` maps, stored back compact once all of it succeeded.
+        let mut new_tags = None;
         let mut tags_changed = false;
         match &tags {
             SectionInput::Absent => {}
             SectionInput::Clear => {
-                tags_changed = !next.tags.is_empty();
-                next.tags.clear();
+                tags_changed = !self.tags.is_empty();
+                new_tags = Some(Map::new());
             }
             SectionInput::Patch(p) => {
                 json::validate_patch(p, limits, "tags")?;
+                let mut tags = self.tags.to_map();
                 // Tags carry no metadata; the merge only needs somewhere to write it.
                 let mut scratch = Metadata::new(now, None);
-                tags_changed = merge(&mut next.tags, &mut scratch, p, now, None);
-                json::check_size(&next.tags, limits.max_tags_bytes, "tags")?;
+                tags_changed = merge(&mut tags, &mut scratch, p, now, None);
+                json::check_size(&tags, limits.max_tags_bytes, "tags")?;
+                new_tags = Some(tags);
             }
         }
         let new_desired_version = self.desired.version + 1;
+        let mut new_desired = None;
         let notification = match &desired {
             SectionInput::Absent => None,
             SectionInput::Clear => {
-                let removed: Map<String, Value> = next
-                    .desired
-                    .values
-                    .keys()
-                    .map(|k| (k.clone(), Value::Null))
-                    .collect();
+                let mut values = self.desired.values.to_map();
+                let mut metadata = self.desired.keyed_metadata();
+                let removed: Map<String, Value> =
+                    values.keys().map(|k| (k.clone(), Value::Null)).collect();
                 merge(
-                    &mut next.desired.values,
-                    &mut next.desired.metadata,
+                    &mut values,
+                    &mut metadata,
                     &removed,
                     now,
                     Some(new_desired_version),
                 );
                 // Clearing is a desired write even when the section was already empty:
                 // devices get the (possibly empty) list of removed keys and a new version.
-                next.desired.metadata.last_updated = now;
-                next.desired.metadata.last_updated_version = Some(new_desired_version);
+                metadata.last_updated = now;
+                metadata.last_updated_version = Some(new_desired_version);
+                new_desired = Some((values, metadata));
                 Some(removed)
             }
             SectionInput::Patch(p) => {
                 json::validate_patch(p, limits, "properties.desired")?;
-                let Section {
-                    values, metadata, ..
-                } = &mut next.desired;
-                if merge(values, metadata, p, now, Some(new_desired_version)) {
-                    json::check_size(
-                        &next.desired.values,
-                        limits.max_desired_bytes,
-                        "properties.desired",
-                    )?;
-                    Some(p.clone())
-                } else {
-                    None
+                let mut values = self.desired.values.to_map();
+                let mut metadata = self.desired.keyed_metadata();
+                let changed = merge(
+                    &mut values,
+                    &mut metadata,
+                    p,
+                    now,
+                    Some(new_desired_version),
+                );
+                if changed {
+                    json::check_size(&values, limits.max_desired_bytes, "properties.desired")?;
                 }
+                new_desired = Some((values, metadata));
+                changed.then(|| p.clone())
             }
         };
         let desired_changed = notification.is_some();
@@ -383,14 +395,19 @@ impl Twin {
                 desired_notification: None,
             });
         }
-        next.version += 1;
-        next.etag += 1;
+        if let Some(tags) = new_tags {
+            self.tags = Object::from_map(tags);
+        }
+        if let Some((values, metadata)) = new_desired {
+            self.desired.set(values, &metadata);
+        }
+        self.version += 1;
+        self.etag += 1;
         let desired_notification = notification.map(|mut patch| {
-            next.desired.version = new_desired_version;
+            self.desired.version = new_desired_version;
             patch.insert("$version".into(), Value::from(new_desired_version));
             Value::Object(patch)
         });
-        *self = next;
         Ok(ServiceWriteOutcome {
             changed: true,
             desired_notification,
@@ -426,17 +443,14 @@ impl Twin {
         json::check_size(&desired, limits.max_desired_bytes, "properties.desired")?;
 
         let version = self.desired.version + 1;
-        let mut notification = replacement_patch(&self.desired.values, &desired);
+        let mut notification = replacement_patch(&self.desired.values.to_map(), &desired);
         notification.insert("$version".into(), Value::from(version));
 
         let mut metadata = Metadata::for_value(&Value::Object(desired.clone()), now, Some(version));
         metadata.last_updated_version = Some(version);
-        self.tags = tags;
-        self.desired = Section {
-            values: desired,
-            metadata,
-            version,
-        };
+        self.tags = Object::from_map(tags);
+        self.desired.set(desired, &metadata);
+        self.desired.version = version;
         self.version += 1;
         self.etag += 1;
         Ok(ServiceWriteOutcome {
@@ -470,15 +484,14 @@ impl Twin {
         }
         let patch = strip_read_only(patch);
         json::validate_patch(&patch, limits, "properties.reported")?;
-        let mut values = self.reported.values.clone();
-        let mut metadata = self.reported.metadata.clone();
+        let mut values = self.reported.values.to_map();
+        let mut metadata = self.reported.keyed_metadata();
         merge(&mut values, &mut metadata, &patch, now, None);
         json::check_size(&values, limits.max_reported_bytes, "properties.reported")?;
         // A reported patch always counts as a write: devices rely on the version
         // they get back growing with every accepted PATCH.
         metadata.last_updated = now;
-        self.reported.values = values;
-        self.reported.metadata = metadata;
+        self.reported.set(values, &metadata);
         self.reported.version += 1;
         self.version += 1;
         Ok(self.reported.version)
@@ -506,7 +519,10 @@ impl Twin {
 
     fn render(&self, identity: &DeviceIdentity, metadata: bool) -> Value {
         let mut out = Map::new();
-        out.insert("deviceId".into(), Value::String(identity.device_id.clone()));
+        out.insert(
+            "deviceId".into(),
+            Value::String(identity.device_id.to_string()),
+        );
         out.insert("etag".into(), Value::String(self.etag()));
         out.insert("deviceEtag".into(), Value::String(identity.etag()));
         out.insert(
@@ -540,7 +556,7 @@ impl Twin {
         out.insert("modelId".into(), Value::String(identity.model_id.clone()));
         out.insert("version".into(), Value::from(self.version));
         if !self.tags.is_empty() {
-            out.insert("tags".into(), Value::Object(self.tags.clone()));
+            out.insert("tags".into(), Value::Object(self.tags.to_map()));
         }
         let mut properties = Map::new();
         properties.insert("desired".into(), self.desired.render_full(metadata));
@@ -550,28 +566,6 @@ impl Twin {
         capabilities.insert("iotEdge".into(), Value::Bool(identity.iot_edge));
         out.insert("capabilities".into(), Value::Object(capabilities));
         Value::Object(out)
-    }
-}
-
-/// Rebuilds `map` (and every object and array in it) at exactly its size.
-fn shrink_map(map: &mut Map<String, Value>) {
-    let members = std::mem::take(map);
-    let mut exact = Map::with_capacity(members.len());
-    for (key, mut value) in members {
-        shrink_value(&mut value);
-        exact.insert(key, value);
-    }
-    *map = exact;
-}
-
-fn shrink_value(value: &mut Value) {
-    match value {
-        Value::Object(map) => shrink_map(map),
-        Value::Array(items) => {
-            items.iter_mut().for_each(shrink_value);
-            items.shrink_to_fit();
-        }
-        _ => {}
     }
 }
 

@@ -3,8 +3,9 @@
 //! A twin source need not render each twin into a `serde_json::Value` to be queried: the
 //! hub keeps twins in its own structures, and rendering one costs ~40× more than
 //! evaluating a WHERE clause on it. A source instead lends a view that resolves a path
-//! segment by segment to something borrowed from the twin ([`Field::Json`],
-//! [`Field::Object`]), a computed scalar (ids, versions, etags), or — rarely, for a
+//! segment by segment to something borrowed from the twin ([`Field::Json`], or
+//! [`Field::Node`] and [`Field::Object`] for JSON kept as a compact
+//! [`twinhub_json`] tree), a computed scalar (ids, versions, etags), or — rarely, for a
 //! virtual object projected whole — a value built on demand ([`Field::Owned`]).
 //!
 //! `serde_json::Value` is itself a document, which is what tests, `MemorySource` and
@@ -14,7 +15,8 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use twinhub_json::{Node, Object};
 
 use crate::ast::Segment;
 use crate::eval::{self, Datum};
@@ -24,8 +26,11 @@ use crate::eval::{self, Datum};
 pub enum Field<'a> {
     /// JSON stored in the document.
     Json(&'a Value),
-    /// An object stored in the document outside any `Value` (e.g. a twin's tags map).
-    Object(&'a Map<String, Value>),
+    /// JSON stored in the document as a compact tree.
+    Node(&'a Node),
+    /// An object stored in the document as a compact tree outside any [`Node`] (e.g. a
+    /// twin's tags).
+    Object(&'a Object),
     /// A computed string (ids, etags, timestamps).
     Str(Cow<'a, str>),
     /// A computed integer (versions, counters).
@@ -42,7 +47,8 @@ impl<'a> Field<'a> {
     pub fn into_json(self) -> Value {
         match self {
             Field::Json(v) => v.clone(),
-            Field::Object(m) => Value::Object(m.clone()),
+            Field::Node(n) => n.to_value(),
+            Field::Object(m) => Value::Object(m.to_map()),
             Field::Str(s) => Value::String(s.into_owned()),
             Field::Int(n) => Value::from(n),
             Field::Bool(b) => Value::Bool(b),
@@ -52,13 +58,17 @@ impl<'a> Field<'a> {
 
     /// True for a JSON `null`.
     pub fn is_null(&self) -> bool {
-        matches!(self, Field::Json(Value::Null) | Field::Owned(Value::Null))
+        matches!(
+            self,
+            Field::Json(Value::Null) | Field::Node(Node::Null) | Field::Owned(Value::Null)
+        )
     }
 
     /// The string when it is borrowed from the document (ids always are).
     pub fn as_borrowed_str(&self) -> Option<&'a str> {
         match self {
             Field::Json(Value::String(s)) => Some(s),
+            Field::Node(node) => node.as_str(),
             Field::Str(Cow::Borrowed(s)) => Some(s),
             _ => None,
         }
@@ -68,7 +78,8 @@ impl<'a> Field<'a> {
     pub(crate) fn into_datum(self) -> Datum<'a> {
         match self {
             Field::Json(v) => Datum::from_json(v),
-            Field::Object(m) => Datum::Object(Cow::Borrowed(m)),
+            Field::Node(n) => Datum::from_node(n),
+            Field::Object(m) => Datum::Object(Cow::Owned(m.to_map())),
             Field::Str(s) => Datum::Str(s),
             Field::Int(n) => int_datum(n),
             Field::Bool(b) => Datum::Bool(b),
@@ -80,7 +91,8 @@ impl<'a> Field<'a> {
     pub(crate) fn datum(&self) -> Datum<'_> {
         match self {
             Field::Json(v) => Datum::from_json(v),
-            Field::Object(m) => Datum::Object(Cow::Borrowed(m)),
+            Field::Node(n) => Datum::from_node(n),
+            Field::Object(m) => Datum::Object(Cow::Owned(m.to_map())),
             Field::Str(s) => Datum::Str(Cow::Borrowed(s)),
             Field::Int(n) => int_datum(*n),
             Field::Bool(b) => Datum::Bool(*b),
@@ -149,8 +161,31 @@ pub fn resolve_json<'a>(root: &'a Value, path: &[Segment]) -> Option<(&'a str, &
 
 /// The member of `map` that `segment` names: an exact match, else the first
 /// case-insensitive one.
-pub fn lookup<'a>(map: &'a Map<String, Value>, segment: &Segment) -> Option<(&'a str, &'a Value)> {
+pub fn lookup<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    segment: &Segment,
+) -> Option<(&'a str, &'a Value)> {
     eval::lookup(map, segment)
+}
+
+/// [`lookup`] in a compact object.
+pub fn lookup_node<'a>(object: &'a Object, segment: &Segment) -> Option<(&'a str, &'a Node)> {
+    eval::lookup_node(object, segment)
+}
+
+/// [`resolve_json`] in a compact tree.
+pub fn resolve_node<'a>(root: &'a Node, path: &[Segment]) -> Option<(&'a str, &'a Node)> {
+    let mut current = root;
+    let mut key = "";
+    for segment in path {
+        let Node::Object(object) = current else {
+            return None;
+        };
+        let (k, v) = lookup_node(object, segment)?;
+        key = k;
+        current = v;
+    }
+    Some((key, current))
 }
 
 /// Continues resolving `rest` below a member already found (named `name`, valued
@@ -167,11 +202,14 @@ pub fn descend<'a>(
         Field::Json(value) => {
             resolve_json(value, rest).map(|(k, v)| (Cow::Borrowed(k), Field::Json(v)))
         }
-        Field::Object(map) => {
-            let (k, v) = lookup(map, first)?;
-            resolve_json(v, tail).map(|(key, v)| {
+        Field::Node(node) => {
+            resolve_node(node, rest).map(|(k, v)| (Cow::Borrowed(k), Field::Node(v)))
+        }
+        Field::Object(object) => {
+            let (k, v) = lookup_node(object, first)?;
+            resolve_node(v, tail).map(|(key, v)| {
                 let key = if tail.is_empty() { k } else { key };
-                (Cow::Borrowed(key), Field::Json(v))
+                (Cow::Borrowed(key), Field::Node(v))
             })
         }
         Field::Owned(value) => resolve_json(&value, rest)
@@ -204,8 +242,11 @@ mod tests {
             let want = root
                 .resolve(&full)
                 .map(|(k, f)| (k.into_owned(), f.into_json()));
+            let node = Node::from_value(tags.clone());
+            let object = Object::from_map(map.clone());
             for field in [
-                Field::Object(map),
+                Field::Object(&object),
+                Field::Node(&node),
                 Field::Json(&tags),
                 Field::Owned(tags.clone()),
             ] {

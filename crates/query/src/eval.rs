@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
+use twinhub_json::{Node, Object};
 
 use crate::ast::{ArithmeticOp, CompareOp, Expr, Literal, Segment};
 use crate::document::Document;
@@ -37,6 +38,18 @@ impl<'a> Datum<'a> {
             Value::String(s) => Datum::Str(Cow::Borrowed(s)),
             Value::Array(a) => Datum::Array(Cow::Borrowed(a)),
             Value::Object(o) => Datum::Object(Cow::Borrowed(o)),
+        }
+    }
+
+    /// Scalars borrow from the tree; an object or array is converted, which only
+    /// queries that compare or return whole objects ask for.
+    pub(crate) fn from_node(node: &'a Node) -> Datum<'a> {
+        match node {
+            Node::Null => Datum::Null,
+            Node::Bool(b) => Datum::Bool(*b),
+            Node::Number(n) => n.as_f64().map_or(Datum::Undefined, Datum::Number),
+            Node::String(s) => Datum::Str(Cow::Borrowed(s.as_str())),
+            Node::Array(_) | Node::Object(_) => Datum::from_owned_json(node.to_value()),
         }
     }
 
@@ -134,6 +147,25 @@ pub(crate) fn lookup<'a>(
         }
         if folded_match.is_none() && matches_folded(k, segment.folded()) {
             folded_match = Some((k.as_str(), v));
+        }
+    }
+    folded_match
+}
+
+/// [`lookup`] in a compact object. It has no hash index, so large objects are scanned
+/// too; the rule is the same: an exact match, else the first case-insensitive one.
+pub(crate) fn lookup_node<'a>(
+    object: &'a Object,
+    segment: &Segment,
+) -> Option<(&'a str, &'a Node)> {
+    let name = segment.name();
+    let mut folded_match = None;
+    for (k, v) in object.iter() {
+        if k == name {
+            return Some((k, v));
+        }
+        if folded_match.is_none() && matches_folded(k, segment.folded()) {
+            folded_match = Some((k, v));
         }
     }
     folded_match

@@ -15,7 +15,8 @@
 //! - `page`: the stateless paged executor ([`execute_page`]), [`TwinSource`],
 //!   continuation tokens and the `x-ms-max-item-count` rule (§3).
 //! - `document`: [`Document`], what queries evaluate over (a borrowed view of a twin, or a
-//!   `serde_json::Value`), and [`Field`], what a path resolves to.
+//!   `serde_json::Value`), and [`Field`], what a path resolves to (JSON borrowed as a
+//!   `serde_json::Value` or as a compact `twinhub_json` tree, or computed).
 //! - `hint`: necessary conditions a store may push down into an index ([`ScanHint`]).
 //!
 //! # Serving a request
@@ -52,7 +53,7 @@ pub use ast::{
     Aggregate, ArithmeticOp, Collection, CompareOp, Expr, Function, Literal, Path, Projection,
     Query, Segment, Select, SelectItem,
 };
-pub use document::{descend, lookup, resolve_json, Document, Field};
+pub use document::{descend, lookup, lookup_node, resolve_json, resolve_node, Document, Field};
 pub use error::{QueryError, QueryErrorKind, MAX_EXPRESSION_DEPTH, MAX_QUERY_LENGTH};
 pub use hint::{HintCondition, ScanHint};
 pub use page::{

@@ -3,7 +3,7 @@
 //! [`TwinDocument`] resolves query paths straight from a [`DeviceRecord`] to what the
 //! twin JSON of `GET /twins` (`Twin::to_json`) would hold there: root identity fields
 //! are computed (borrowed where they are stored as strings), `tags` and the property
-//! sections are the twin's own maps, and `$metadata` or a virtual object asked for
+//! sections are the twin's own compact trees (`twinhub_json`), read in place, and `$metadata` or a virtual object asked for
 //! whole (`properties`, a section, `x509Thumbprint`, `capabilities`) is built only for
 //! the query that asks. Names match like in the rendered JSON: the root's and
 //! `properties`' member names differ under case folding, so matching their folded form
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use twinhub_core::twin::Section;
 use twinhub_core::Timestamp;
-use twinhub_query::{descend, lookup, Document, Field, Segment};
+use twinhub_query::{descend, lookup_node, Document, Field, Segment};
 
 /// A borrowed view of one device's twin; see the module documentation.
 #[derive(Clone, Copy)]
@@ -35,7 +35,7 @@ impl<'r> TwinDocument<'r> {
         let borrowed = |s: &'r str| Field::Str(Cow::Borrowed(s));
         let owned = |s: String| Field::Str(Cow::Owned(s));
         Some(match folded {
-            "deviceid" => ("deviceId", borrowed(&identity.device_id)),
+            "deviceid" => ("deviceId", borrowed(identity.device_id.as_str())),
             "etag" => ("etag", owned(twin.etag())),
             "deviceetag" => ("deviceEtag", owned(identity.etag())),
             "status" => ("status", borrowed(identity.status.as_str())),
@@ -113,8 +113,8 @@ fn section_path<'r>(
         "$version" => return descend("$version", version(), tail),
         _ => {}
     }
-    if let Some((key, value)) = lookup(section.values(), first) {
-        return descend(key, Field::Json(value), tail);
+    if let Some((key, value)) = lookup_node(section.values(), first) {
+        return descend(key, Field::Node(value), tail);
     }
     match first.folded() {
         "$metadata" => descend("$metadata", metadata(), tail),
@@ -136,7 +136,11 @@ impl Document for TwinDocument<'_> {
     fn member(&self, name: &str) -> Option<Field<'_>> {
         match name {
             // The executor's hot path: every twin's collection and key.
-            "deviceId" => return Some(Field::Str(Cow::Borrowed(&self.record.identity.device_id))),
+            "deviceId" => {
+                return Some(Field::Str(Cow::Borrowed(
+                    self.record.identity.device_id.as_str(),
+                )))
+            }
             "moduleId" | "jobId" => return None,
             _ => {}
         }

@@ -18,8 +18,10 @@
 
 use crate::document::TwinDocument;
 use crate::state::DeviceRecord;
+use compact_str::CompactString;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use twinhub_json::Node;
 use twinhub_query::{Document, Field, HintCondition, Path, ScanHint};
 
 /// Most indexes a shard keeps (each costs ~50–70 B per twin).
@@ -51,6 +53,12 @@ impl IndexKey {
     fn of_field(field: &Field<'_>) -> Option<IndexKey> {
         match field {
             Field::Json(value) => IndexKey::of_json(value),
+            Field::Node(node) => match node {
+                Node::String(s) => Some(IndexKey::Str(s.as_str().into())),
+                Node::Number(n) => n.as_f64().map(IndexKey::number),
+                Node::Bool(b) => Some(IndexKey::Bool(*b)),
+                _ => None,
+            },
             Field::Owned(value) => IndexKey::of_json(value),
             Field::Str(s) => Some(IndexKey::Str(s.as_ref().into())),
             // Exact: twin integers are far below 2^53.
@@ -82,14 +90,14 @@ pub(crate) struct EqualityIndex {
 }
 
 impl EqualityIndex {
-    fn build(path: &Path, devices: &BTreeMap<String, DeviceRecord>) -> EqualityIndex {
+    fn build(path: &Path, devices: &BTreeMap<CompactString, DeviceRecord>) -> EqualityIndex {
         let mut index = EqualityIndex {
             path: path.clone(),
             ids: HashMap::new(),
         };
         for (id, record) in devices {
             if let Some(key) = index.key_of(record) {
-                index.ids.entry(key).or_default().insert(id.clone());
+                index.ids.entry(key).or_default().insert(id.to_string());
             }
         }
         index
@@ -116,7 +124,7 @@ impl Indexes {
     pub(crate) fn ensure(
         &mut self,
         path: &Path,
-        devices: &BTreeMap<String, DeviceRecord>,
+        devices: &BTreeMap<CompactString, DeviceRecord>,
     ) -> Option<&EqualityIndex> {
         let found = self.0.iter().position(|index| index.path == *path);
         let position = match found {

@@ -4,13 +4,14 @@
 //! each twin). The store streams its rows in key order on this thread; each row
 //! goes, by the shard its key hashes to, to one of a few decoding threads that
 //! owns that shard, so every shard's records still arrive sorted. A thread
-//! decodes, trims each twin to size and, once the rows end, builds its shards'
+//! decodes each twin and, once the rows end, builds its shards'
 //! maps in bulk from the sorted records: no per-key search, and full B-tree nodes
 //! (inserting keys in order one by one leaves every node about half empty).
 //! Rows travel in batches through bounded channels, so the stored bytes in memory
 //! at once are a few batches, not the whole table.
 
 use crate::state::{shard_index, DeviceRecord, Shard};
+use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread;
@@ -24,9 +25,9 @@ const QUEUED: usize = 4;
 /// Most decoding threads.
 const MAX_THREADS: usize = 8;
 
-type Rows = Vec<(String, Vec<u8>)>;
+type Rows = Vec<(CompactString, Vec<u8>)>;
 /// The shards one decoding thread built: `(shard index, its map)`.
-type Decoded = Vec<(usize, BTreeMap<String, DeviceRecord>)>;
+type Decoded = Vec<(usize, BTreeMap<CompactString, DeviceRecord>)>;
 
 /// Every stored device record, in `count` shards.
 pub(crate) fn load_shards<S: Store>(store: &mut S, count: usize) -> Result<Vec<Shard>, StoreError> {
@@ -47,7 +48,7 @@ pub(crate) fn load_shards<S: Store>(store: &mut S, count: usize) -> Result<Vec<S
             let (Some(batch), Some(sender)) = (batches.get_mut(thread), senders.get(thread)) else {
                 return Err(StoreError::Stopped);
             };
-            batch.push((key.to_owned(), bytes.to_vec()));
+            batch.push((key.into(), bytes.to_vec()));
             if batch.len() == BATCH {
                 let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
                 // A decoder that hung up failed; its own error is reported below.
@@ -86,14 +87,14 @@ pub(crate) fn load_shards<S: Store>(store: &mut S, count: usize) -> Result<Vec<S
 
 /// Decodes the rows of the shards sent to this thread.
 fn decode(rows: Receiver<Rows>, count: usize) -> Result<Decoded, StoreError> {
-    let mut sorted: Vec<Vec<(String, DeviceRecord)>> = (0..count).map(|_| Vec::new()).collect();
+    let mut sorted: Vec<Vec<(CompactString, DeviceRecord)>> =
+        (0..count).map(|_| Vec::new()).collect();
     for batch in rows {
         for (key, bytes) in batch {
             let mut record: DeviceRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
             // Nobody is connected to a hub that just started.
             record.identity.connection_state = ConnectionState::Disconnected;
-            record.twin.shrink_to_fit();
             if let Some(shard) = sorted.get_mut(shard_index(&key)) {
                 shard.push((key, record));
             }

@@ -22,6 +22,7 @@
 use crate::document::TwinDocument;
 use crate::index::{self, IndexKey};
 use crate::state::{lock, Hub, Shard};
+use compact_str::CompactString;
 use serde_json::Value;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Mutex;
@@ -132,7 +133,7 @@ impl TwinSource for HubTwins<'_> {
             // The twin may have changed or gone since it matched: the executor
             // re-checks it, and a deleted twin is simply not visited.
             let shard = lock(cursor.shard);
-            if let Some(record) = shard.devices.get(&key) {
+            if let Some(record) = shard.devices.get(key.as_str()) {
                 if visit(&TwinDocument::new(record)).is_break() {
                     return Ok(());
                 }
@@ -207,7 +208,7 @@ fn scan_shard(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
         if seen < BATCH {
             return;
         }
-        after = last.cloned();
+        after = last.map(CompactString::to_string);
     }
 }
 
@@ -246,7 +247,7 @@ impl ShardCursor<'_> {
                     for id in ids.into_iter().flatten().take(BATCH) {
                         seen += 1;
                         last = Some(id);
-                        let record = shard.devices.get(id);
+                        let record = shard.devices.get(id.as_str());
                         if record.is_some_and(|r| filter(&TwinDocument::new(r))) {
                             self.head = Some(id.clone());
                             break;
@@ -254,7 +255,7 @@ impl ShardCursor<'_> {
                     }
                     self.exhausted = self.head.is_none() && seen < BATCH;
                     if let Some(last) = last {
-                        self.after = Some(last.clone());
+                        self.after = Some(last.to_string());
                     }
                     continue;
                 }
@@ -270,13 +271,13 @@ impl ShardCursor<'_> {
                 seen += 1;
                 last = Some(key);
                 if filter(&TwinDocument::new(record)) {
-                    self.head = Some(key.clone());
+                    self.head = Some(key.to_string());
                     break;
                 }
             }
             self.exhausted = self.head.is_none() && seen < BATCH;
             if let Some(last) = last {
-                self.after = Some(last.clone());
+                self.after = Some(last.to_string());
             }
         }
     }

@@ -138,7 +138,7 @@ impl Hub {
                     .devices
                     .iter()
                     .take(top)
-                    .map(|(k, r)| (k.clone(), r.identity.to_json())),
+                    .map(|(k, r)| (k.to_string(), r.identity.to_json())),
             );
         }
         all.sort_by(|a, b| a.0.cmp(&b.0));

@@ -16,6 +16,7 @@ use crate::events::{DeviceEvent, Watchers};
 use crate::index::Indexes;
 use crate::metrics::Counters;
 use crate::sessions::StoredSession;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -65,7 +66,8 @@ pub struct DeviceRecord {
 
 #[derive(Default)]
 pub(crate) struct Shard {
-    pub(crate) devices: BTreeMap<String, DeviceRecord>,
+    /// Keyed by device id, inline up to 24 bytes (no heap block per device).
+    pub(crate) devices: BTreeMap<CompactString, DeviceRecord>,
     /// Built by queries, maintained by [`Hub::write`].
     pub(crate) indexes: Indexes,
     /// Stored MQTT sessions of the shard's devices, by client id.
@@ -204,7 +206,7 @@ impl Hub {
             shard.indexes.update(device_id, filed, slot.as_ref());
             let after = slot.as_ref().map(serde_json::to_vec);
             if let Some(record) = slot {
-                shard.devices.insert(device_id.to_owned(), record);
+                shard.devices.insert(device_id.into(), record);
             }
             let effect = result?;
             let mutation = match (effect.change, after) {
