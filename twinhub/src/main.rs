@@ -16,6 +16,10 @@ mod serve;
 mod tls;
 
 use clap::{Args, Parser, Subcommand};
+
+/// jemalloc rather than the system allocator: see docs/benchmarks.md ("Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
