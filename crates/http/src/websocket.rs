@@ -15,13 +15,24 @@ use twinhub_mqtt::{MqttServer, WsByteStream};
 /// The path the device SDKs open.
 pub const PATH: &str = "/$iothub/websocket";
 
+/// The largest WebSocket message, and frame, accepted. The largest MQTT packet the
+/// endpoint takes (IoT Hub's 256 KiB message plus headroom) fits with room to
+/// spare; tungstenite's defaults (64 MiB a message) would let a client that never
+/// authenticates make the hub buffer that much per connection. A larger message
+/// closes the connection.
+pub const MAX_MESSAGE: usize = 512 * 1024;
+
 /// The WebSocket route, to merge into the REST router.
 pub fn router(mqtt: MqttServer) -> Router {
     Router::new().route(PATH, get(upgrade)).with_state(mqtt)
 }
 
 async fn upgrade(State(mqtt): State<MqttServer>, ws: WebSocketUpgrade) -> Response {
-    ws.protocols(["mqtt"]).on_upgrade(move |socket| async move {
+    let ws = ws
+        .protocols(["mqtt"])
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
+    ws.on_upgrade(move |socket| async move {
         let (sink, stream) = socket.split();
         let incoming = Box::pin(stream.filter_map(|message| async move {
             match message {

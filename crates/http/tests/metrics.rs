@@ -2,59 +2,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use futures_util::future::BoxFuture;
+use common::NoDevices;
 use http_body_util::BodyExt;
 use serde_json::json;
 use std::sync::Arc;
 use tower::ServiceExt;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::policy::default_policies;
-use twinhub_core::{sas, HubError, Timestamp};
+use twinhub_core::sas;
 use twinhub_http::server::ListenerStats;
-use twinhub_mqtt::{DeviceBackend, DeviceEvents, Identity, MqttServer, Subscriptions};
+use twinhub_mqtt::MqttServer;
 use twinhub_service::{Hub, HubConfig};
 use twinhub_store::SqliteStore;
 
 const HOST: &str = "testhub.local";
-
-/// An MQTT backend nobody connects to.
-struct NoDevices;
-
-impl DeviceBackend for NoDevices {
-    fn authenticate(&self, _: &Identity, _: &str, _: Timestamp) -> Result<i64, HubError> {
-        Err(HubError::unauthorized())
-    }
-    fn twin_for_device(&self, _: &Identity) -> Result<serde_json::Value, HubError> {
-        Err(HubError::unauthorized())
-    }
-    fn patch_reported(
-        &self,
-        _: &Identity,
-        _: serde_json::Value,
-        _: Option<i64>,
-    ) -> BoxFuture<'static, Result<i64, HubError>> {
-        Box::pin(async { Err(HubError::unauthorized()) })
-    }
-    fn watch(&self, _: &Identity) -> DeviceEvents {
-        Box::pin(futures_util::stream::pending())
-    }
-    fn connected(&self, _: &Identity, _: Timestamp) {}
-    fn disconnected(&self, _: &Identity, _: Timestamp) {}
-    fn activity(&self, _: &Identity, _: Timestamp) {}
-    fn stored_session(&self, _: &Identity) -> Option<Subscriptions> {
-        None
-    }
-    fn save_session(
-        &self,
-        _: &Identity,
-        _: Option<Subscriptions>,
-    ) -> BoxFuture<'static, Result<(), HubError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
