@@ -38,6 +38,27 @@ pub(crate) enum KeyType {
     Secondary,
 }
 
+impl KeyType {
+    /// This key of a policy.
+    fn of_policy(self, policy: &Policy) -> &str {
+        match self {
+            Self::Primary => &policy.primary_key,
+            Self::Secondary => &policy.secondary_key,
+        }
+    }
+
+    /// This key of a device, from its registry JSON.
+    fn of_device<'d>(self, device: &'d Value, device_id: &str) -> Result<&'d str, String> {
+        let field = match self {
+            Self::Primary => "primaryKey",
+            Self::Secondary => "secondaryKey",
+        };
+        device["authentication"]["symmetricKey"][field]
+            .as_str()
+            .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))
+    }
+}
+
 /// `policy` verbs (`az iot hub policy`).
 #[derive(Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -111,6 +132,18 @@ pub(crate) enum RenewKey {
     Secondary,
     /// Exchange the primary and secondary keys.
     Swap,
+}
+
+impl RenewKey {
+    /// Renews one of the two keys, or swaps them.
+    fn apply(self, primary: &mut String, secondary: &mut String) {
+        let mut rng = rand::rngs::OsRng;
+        match self {
+            Self::Primary => *primary = generate_key(&mut rng),
+            Self::Secondary => *secondary = generate_key(&mut rng),
+            Self::Swap => std::mem::swap(primary, secondary),
+        }
+    }
 }
 
 /// `device-identity` verbs.
@@ -290,7 +323,7 @@ fn client(global: &Global) -> Result<ServiceClient, String> {
     }
     let data = DataDir::new(&global.data_dir);
     let hub = data.read_hub_file()?;
-    let cs = owner_connection_string(&hub, "iothubowner", KeyType::Primary)?;
+    let cs = owner_connection_string(&hub, OWNER_POLICY, KeyType::Primary)?;
     let ca = match &global.ca {
         Some(p) => ca_from(p)?,
         None => ca_from(&data.ca_pem())?,
@@ -308,17 +341,9 @@ fn owner_connection_string(
     policy: &str,
     key: KeyType,
 ) -> Result<String, String> {
-    let p = hub
-        .policies
-        .iter()
-        .find(|p| p.name == policy)
-        .ok_or_else(|| format!("the hub has no shared access policy '{policy}'"))?;
+    let p = hub.policy(policy)?;
     let host = hub.host_names.first().map_or("localhost", String::as_str);
-    let key = match key {
-        KeyType::Primary => &p.primary_key,
-        KeyType::Secondary => &p.secondary_key,
-    };
-    Ok(connection_string::service(host, &p.name, key))
+    Ok(connection_string::service(host, &p.name, key.of_policy(p)))
 }
 
 /// `twinhub connection-string show`.
@@ -358,12 +383,6 @@ pub(crate) async fn policy(global: &Global, command: PolicyCommand) -> Result<()
         return Err("policies are the hub's configuration: run `twinhub policy` with the hub's --data-dir, not --login".into());
     }
     let data = DataDir::new(&global.data_dir);
-    let find = |policies: &[Policy], name: &str| {
-        policies
-            .iter()
-            .position(|p| p.name == name)
-            .ok_or_else(|| format!("the hub has no shared access policy '{name}'"))
-    };
     let mut rng = rand::rngs::OsRng;
     match command {
         PolicyCommand::List => {
@@ -374,7 +393,7 @@ pub(crate) async fn policy(global: &Global, command: PolicyCommand) -> Result<()
         }
         PolicyCommand::Show { name } => {
             let hub = data.read_hub_file()?;
-            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+            print(&policy_json(hub.policy(&name)?))
         }
         PolicyCommand::Create { name, permissions } => {
             let hub = data.update_hub_file(|hub| {
@@ -395,14 +414,14 @@ pub(crate) async fn policy(global: &Global, command: PolicyCommand) -> Result<()
                 });
                 Ok(())
             })?;
-            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+            print(&policy_json(hub.policy(&name)?))
         }
         PolicyCommand::Delete { name } => {
             if name == OWNER_POLICY {
                 return Err(format!("'{OWNER_POLICY}' cannot be deleted: the hub's own commands sign with it (renew its keys instead)"));
             }
             data.update_hub_file(|hub| {
-                let i = find(&hub.policies, &name)?;
+                let i = hub.policy_index(&name)?;
                 hub.policies.remove(i);
                 Ok(())
             })?;
@@ -410,16 +429,12 @@ pub(crate) async fn policy(global: &Global, command: PolicyCommand) -> Result<()
         }
         PolicyCommand::RenewKey { name, which } => {
             let hub = data.update_hub_file(|hub| {
-                let i = find(&hub.policies, &name)?;
+                let i = hub.policy_index(&name)?;
                 let p = &mut hub.policies[i];
-                match which {
-                    RenewKey::Primary => p.primary_key = generate_key(&mut rng),
-                    RenewKey::Secondary => p.secondary_key = generate_key(&mut rng),
-                    RenewKey::Swap => std::mem::swap(&mut p.primary_key, &mut p.secondary_key),
-                }
+                which.apply(&mut p.primary_key, &mut p.secondary_key);
                 Ok(())
             })?;
-            print(&policy_json(&hub.policies[find(&hub.policies, &name)?]))
+            print(&policy_json(hub.policy(&name)?))
         }
     }
 }
@@ -475,13 +490,9 @@ pub(crate) async fn device_identity(
                 },
         } => {
             let device = client.get_device(&device_id).await.map_err(err)?;
-            let which = match key_type.unwrap_or(KeyType::Primary) {
-                KeyType::Primary => "primaryKey",
-                KeyType::Secondary => "secondaryKey",
-            };
-            let key = device["authentication"]["symmetricKey"][which]
-                .as_str()
-                .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))?;
+            let key = key_type
+                .unwrap_or(KeyType::Primary)
+                .of_device(&device, &device_id)?;
             let host = client_host(global)?;
             println!("{}", connection_string::device(&host, &device_id, key));
             Ok(())
@@ -492,20 +503,11 @@ pub(crate) async fn device_identity(
             etag,
         } => {
             let device = client.get_device(&device_id).await.map_err(err)?;
-            let keys = &device["authentication"]["symmetricKey"];
-            let current = |field: &str| {
-                keys[field]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))
-            };
-            let (mut primary, mut secondary) = (current("primaryKey")?, current("secondaryKey")?);
-            let mut rng = rand::rngs::OsRng;
-            match which {
-                RenewKey::Primary => primary = generate_key(&mut rng),
-                RenewKey::Secondary => secondary = generate_key(&mut rng),
-                RenewKey::Swap => std::mem::swap(&mut primary, &mut secondary),
-            }
+            let mut primary = KeyType::Primary.of_device(&device, &device_id)?.to_owned();
+            let mut secondary = KeyType::Secondary
+                .of_device(&device, &device_id)?
+                .to_owned();
+            which.apply(&mut primary, &mut secondary);
             let mut body = device.clone();
             body["authentication"]["symmetricKey"] =
                 json!({"primaryKey": primary, "secondaryKey": secondary});
@@ -558,13 +560,7 @@ pub(crate) async fn generate_sas_token(
                 .get_device(device_id)
                 .await
                 .map_err(|e| e.to_string())?;
-            let field = match which {
-                KeyType::Primary => "primaryKey",
-                KeyType::Secondary => "secondaryKey",
-            };
-            let key = device["authentication"]["symmetricKey"][field]
-                .as_str()
-                .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))?;
+            let key = which.of_device(&device, device_id)?;
             sas::generate_token(&format!("{host}/devices/{device_id}"), key, None, expiry)
         }
         None => {
@@ -594,17 +590,8 @@ fn policy_key(
         return Ok((login_policy.to_owned(), key.to_owned()));
     }
     let hub = DataDir::new(&global.data_dir).read_hub_file()?;
-    let name = name.unwrap_or(OWNER_POLICY);
-    let policy = hub
-        .policies
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| format!("the hub has no shared access policy '{name}'"))?;
-    let key = match which {
-        KeyType::Primary => &policy.primary_key,
-        KeyType::Secondary => &policy.secondary_key,
-    };
-    Ok((policy.name.clone(), key.clone()))
+    let policy = hub.policy(name.unwrap_or(OWNER_POLICY))?;
+    Ok((policy.name.clone(), which.of_policy(policy).to_owned()))
 }
 
 /// `twinhub device-twin ...`.

@@ -27,6 +27,21 @@ pub(crate) struct HubFile {
     pub(crate) policies: Vec<Policy>,
 }
 
+impl HubFile {
+    /// The position of the policy named `name`.
+    pub(crate) fn policy_index(&self, name: &str) -> Result<usize, String> {
+        self.policies
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("the hub has no shared access policy '{name}'"))
+    }
+
+    /// The policy named `name`.
+    pub(crate) fn policy(&self, name: &str) -> Result<&Policy, String> {
+        self.policy_index(name).map(|i| &self.policies[i])
+    }
+}
+
 /// Paths inside a data directory.
 #[derive(Debug, Clone)]
 pub(crate) struct DataDir {

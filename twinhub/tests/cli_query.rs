@@ -438,31 +438,24 @@ fn renew_key_and_generate_sas_token() {
     assert!((now + 110..=now + 130).contains(&device_token.expiry));
 
     // renew-key: a new primary, the secondary kept; swap exchanges them.
-    let renewed = ok_json(
-        data,
-        &[
-            "device-identity",
-            "renew-key",
-            "-d",
-            "keyed",
-            "--key-type",
-            "primary",
-        ],
-    );
+    let renew = |kind: &str| {
+        ok_json(
+            data,
+            &[
+                "device-identity",
+                "renew-key",
+                "-d",
+                "keyed",
+                "--key-type",
+                kind,
+            ],
+        )
+    };
+    let renewed = renew("primary");
     let p1 = key(&renewed, "primaryKey");
     assert_ne!(p1, p0);
     assert_eq!(key(&renewed, "secondaryKey"), s0);
-    let swapped = ok_json(
-        data,
-        &[
-            "device-identity",
-            "renew-key",
-            "-d",
-            "keyed",
-            "--key-type",
-            "swap",
-        ],
-    );
+    let swapped = renew("swap");
     assert_eq!(
         (key(&swapped, "primaryKey"), key(&swapped, "secondaryKey")),
         (s0.clone(), p1.clone())

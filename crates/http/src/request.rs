@@ -92,7 +92,7 @@ pub async fn read_json(body: Body) -> Result<Value, ApiError> {
 
 /// Parses a request body as JSON; IoT Hub answers unparsable bodies with
 /// `IotHubFormatError`.
-pub fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(
             HubError::new(ErrorCode::IotHubFormatError, "The request body is empty.").into(),

@@ -8,7 +8,8 @@
 //! deliberately plain: any byte sequence can be built with [`packet`], malformed
 //! ones included, which is what abuse tests need.
 
-use crate::packet::{ClientPacket, QoS};
+use crate::packet::{ClientPacket, Connect, QoS};
+use bytes::Bytes;
 
 /// Appends MQTT's variable-length "remaining length" of `len` (at most four
 /// bytes for lengths up to 268,435,455; longer ones are written on as many bytes
@@ -63,15 +64,15 @@ pub struct ConnectFields<'a> {
 
 /// A CONNECT with username and password (no will).
 pub fn connect(fields: &ConnectFields<'_>) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_field(b"MQTT", &mut body);
-    body.push(fields.level);
-    body.push(0xc0 | if fields.clean_session { 0x02 } else { 0 });
-    body.extend_from_slice(&fields.keep_alive.to_be_bytes());
-    put_field(fields.client_id.as_bytes(), &mut body);
-    put_field(fields.username.as_bytes(), &mut body);
-    put_field(fields.password.as_bytes(), &mut body);
-    packet(0x10, &body)
+    encode(&ClientPacket::Connect(Box::new(Connect {
+        level: fields.level,
+        clean_session: fields.clean_session,
+        keep_alive: fields.keep_alive,
+        client_id: fields.client_id.to_owned(),
+        will: None,
+        username: Some(fields.username.to_owned()),
+        password: Some(Bytes::copy_from_slice(fields.password.as_bytes())),
+    })))
 }
 
 /// A PUBLISH at `qos` (0, 1, or anything a test wants to send); `id` is written

@@ -88,8 +88,7 @@ impl Hub {
             keep
         });
         for device in &closed {
-            self.inner.counters.published(&[DeviceEvent::Kick]);
-            self.inner.watchers.publish(device, vec![DeviceEvent::Kick]);
+            self.inner.publish(device, vec![DeviceEvent::Kick]);
         }
         closed.len()
     }

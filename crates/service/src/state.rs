@@ -86,6 +86,14 @@ pub(crate) struct Inner {
     pub(crate) policies: crate::auth::Policies,
 }
 
+impl Inner {
+    /// Tells `device_id`'s live sessions about `events`, and counts them.
+    pub(crate) fn publish(&self, device_id: &str, events: Vec<DeviceEvent>) {
+        self.counters.published(&events);
+        self.watchers.publish(device_id, events);
+    }
+}
+
 /// Resolves once a queued write is durable (or failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), HubError>>;
 
@@ -245,8 +253,7 @@ impl Hub {
             self.inner.committer.submit(mutations, move |result| {
                 let outcome = match result {
                     Ok(()) => {
-                        inner.counters.published(&events);
-                        inner.watchers.publish(&id, events);
+                        inner.publish(&id, events);
                         Ok(())
                     }
                     Err(e) => {

@@ -3,28 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::json;
 use twinhub_core::etag::IfMatch;
-use twinhub_core::policy::{default_policies, Policy};
+use twinhub_core::policy::default_policies;
 use twinhub_core::{sas, ErrorCode, Timestamp};
-use twinhub_service::{DeviceEvent, Hub, HubConfig};
-use twinhub_store::SqliteStore;
+use twinhub_service::DeviceEvent;
 
-fn config(policies: Vec<Policy>) -> HubConfig {
-    HubConfig {
-        host_names: vec!["h.local".into()],
-        limits: Default::default(),
-        policies,
-    }
-}
-
-fn open(dir: &std::path::Path, policies: Vec<Policy>) -> (Hub, std::thread::JoinHandle<()>) {
-    Hub::open(
-        config(policies),
-        SqliteStore::open(&dir.join("db")).unwrap(),
-    )
-    .unwrap()
-}
+use common::open_with as open;
 
 fn now() -> Timestamp {
     twinhub_service::clock::now()

@@ -3,20 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::{json, Value};
 use twinhub_core::etag::IfMatch;
-use twinhub_core::policy::default_policies;
-use twinhub_service::{Hub, HubConfig};
-use twinhub_store::SqliteStore;
+use twinhub_service::Hub;
 
-fn open(dir: &std::path::Path) -> (Hub, std::thread::JoinHandle<()>) {
-    let config = HubConfig {
-        host_names: vec!["h.local".into()],
-        limits: Default::default(),
-        policies: default_policies(&mut rand::rngs::OsRng),
-    };
-    Hub::open(config, SqliteStore::open(&dir.join("db")).unwrap()).unwrap()
-}
+use common::open;
 
 /// Every row of `text`, three at a time through continuation tokens.
 fn all_rows(hub: &Hub, text: &str) -> Vec<Value> {

@@ -2,21 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::json;
 use twinhub_core::etag::IfMatch;
-use twinhub_core::policy::default_policies;
 use twinhub_core::ErrorCode;
-use twinhub_service::{Hub, HubConfig, StoredSession, StoredSubscription};
+use twinhub_service::{Hub, StoredSession, StoredSubscription};
 use twinhub_store::{SqliteStore, Store};
 
-fn open(dir: &std::path::Path) -> (Hub, std::thread::JoinHandle<()>) {
-    let config = HubConfig {
-        host_names: vec!["h.local".into()],
-        limits: Default::default(),
-        policies: default_policies(&mut rand::rngs::OsRng),
-    };
-    Hub::open(config, SqliteStore::open(&dir.join("db")).unwrap()).unwrap()
-}
+use common::open;
 
 fn session(filters: &[&str]) -> StoredSession {
     StoredSession {
