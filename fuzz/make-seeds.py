@@ -3,7 +3,7 @@
 
 Seeds come from real traffic: the SDKs' CONNECT usernames and passwords, the
 topics and payloads of shared/spec/iothub-protocol.md, and every query of
-shared/spec/query-corpus.json. The committed corpora (fuzz/corpus/<target>) are
+crates/query/tests/data/query-corpus.json. The committed corpora (fuzz/corpus/<target>) are
 these seeds plus what fuzzing found, minimized with `cargo fuzz cmin`; rerun this
 only to change the seeds, then merge them in (see docs/reliability.md).
 
@@ -159,7 +159,7 @@ def query_seeds(corpus_path):
 
 def main():
     corpus = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        HERE, "..", "..", "shared", "spec", "query-corpus.json")
+        HERE, "..", "crates", "query", "tests", "data", "query-corpus.json")
     mqtt_seeds()
     topic_seeds()
     sas_seeds()

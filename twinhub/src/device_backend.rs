@@ -31,7 +31,7 @@ impl DeviceBackend for HubBackend {
     }
 
     fn watch(&self, id: &Identity) -> DeviceEvents {
-        let mut watch = self.0.watch(&id.device_id);
+        let mut watch = self.0.watch(&id.client_id());
         Box::pin(futures_util::stream::poll_fn(move |cx| watch.poll_recv(cx)))
     }
 
@@ -45,6 +45,14 @@ impl DeviceBackend for HubBackend {
 
     fn activity(&self, id: &Identity, now: Timestamp) {
         self.0.device_activity(&id.device_id, now);
+    }
+
+    fn methods_ready(&self, id: &Identity, ready: bool) {
+        self.0.methods_ready(id, ready);
+    }
+
+    fn method_response(&self, id: &Identity, rid: &str, status: i32, body: &[u8]) {
+        self.0.method_response(id, rid, status, body);
     }
 
     fn stored_session(&self, id: &Identity) -> Option<Subscriptions> {

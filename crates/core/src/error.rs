@@ -47,6 +47,8 @@ pub enum ErrorCode {
     ServerError,
     /// The hub cannot serve the request now (storage failure, shutting down).
     ServiceUnavailable,
+    /// A device did not answer a direct method within its response timeout.
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -73,6 +75,7 @@ impl ErrorCode {
             Self::ThrottlingException => 429_001,
             Self::ServerError => 500_001,
             Self::ServiceUnavailable => 503_001,
+            Self::GatewayTimeout => 504_101,
         }
     }
 
@@ -105,6 +108,7 @@ impl ErrorCode {
             Self::ThrottlingException => "ThrottlingException",
             Self::ServerError => "ServerError",
             Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::GatewayTimeout => "GatewayTimeout",
         }
     }
 }

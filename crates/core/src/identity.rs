@@ -1,5 +1,6 @@
-//! Device identities: keys, status, etags and generation ids (spec §6.1), and the
-//! REST body that creates or updates one.
+//! Identities: [`Identity`], the address of a device or of one of its modules, and
+//! device identities with their keys, status, etags and generation ids (spec §6.1),
+//! with the REST body that creates or updates one.
 
 use crate::{HubError, Timestamp};
 use base64::Engine as _;
@@ -7,6 +8,52 @@ use compact_str::CompactString;
 use rand::{CryptoRng, Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// Who a connection speaks for, or what a request addresses: a device, or a module
+/// of a device. Everything that belongs to one identity (its live session, its
+/// events, its direct method calls) is keyed by it, so a module can never reach
+/// its device's state, nor the other way round, by forgetting a check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The device id.
+    pub device_id: String,
+    /// The module id, for a module identity.
+    pub module_id: Option<String>,
+}
+
+impl Identity {
+    /// A device identity.
+    pub fn device(device_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            module_id: None,
+        }
+    }
+
+    /// A module identity.
+    pub fn module(device_id: impl Into<String>, module_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            module_id: Some(module_id.into()),
+        }
+    }
+
+    /// The MQTT client id of this identity, `{deviceId}` or `{deviceId}/{moduleId}`,
+    /// also its key wherever identities are kept by string (device ids cannot
+    /// contain `/`, so the two forms never collide).
+    pub fn client_id(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.module_id {
+            Some(m) => write!(f, "{}/{m}", self.device_id),
+            None => f.write_str(&self.device_id),
+        }
+    }
+}
 
 /// Longest device or module id.
 pub const MAX_ID_LEN: usize = 128;

@@ -13,15 +13,18 @@
 //!   patches where `null` deletes, replace, version and etag counters, and the JSON
 //!   shapes for REST and for devices. Tags and properties are kept as compact
 //!   `twinhub_json` trees and edited as `serde_json` maps.
-//! - [`identity`]: device identities (keys, status, etags, generation ids) and the
-//!   REST body that creates or updates one.
+//! - [`identity`]: [`Identity`], the address of a device or a module, and device
+//!   identities (keys, status, etags, generation ids) with the REST body that
+//!   creates or updates one.
 //! - [`sas`]: shared access signature tokens: parse, sign, verify, scope.
 //! - [`policy`]: shared access policies and their permissions.
 //! - [`connection_string`]: service and device connection strings.
 //! - [`etag`]: `If-Match` header semantics.
 //! - [`topic`]: IoT Hub's MQTT topics, subscription filters and CONNECT username.
 //! - [`event`]: [`DeviceEvent`], what a device's live sessions must learn about
-//!   (desired changes, being closed).
+//!   (desired changes, method requests, being closed).
+//! - [`method`]: direct methods: the service's request (validated), the device's
+//!   answer and how its body becomes the REST response.
 
 pub mod connection_string;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod etag;
 pub mod event;
 pub mod identity;
 pub mod json;
+pub mod method;
 pub mod policy;
 pub mod sas;
 pub mod time;
@@ -37,5 +41,6 @@ pub mod twin;
 
 pub use error::{ErrorCode, HubError};
 pub use event::DeviceEvent;
+pub use identity::Identity;
 pub use json::Limits;
 pub use time::Timestamp;

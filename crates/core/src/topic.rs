@@ -55,7 +55,8 @@ const TWIN_REPORTED: &str = "$iothub/twin/PATCH/properties/reported";
 const TWIN_RES: &str = "$iothub/twin/res/";
 const TWIN_DESIRED: &str = "$iothub/twin/PATCH/properties/desired";
 const METHODS_POST: &str = "$iothub/methods/POST/";
-const METHODS_RES: &str = "$iothub/methods/res/";
+/// The prefix of a device's direct method answers.
+pub const METHODS_RES: &str = "$iothub/methods/res/";
 
 /// A topic a device publishes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //!   responses (IoT Hub's `{"Message":"ErrorCode:..."}` body and `iothub-errorcode`).
 //! - [`request`]: extracting what handlers need — JSON bodies, decoded ids,
 //!   `If-Match`, authorization — with IoT Hub's errors on bad input.
-//! - [`devices`], [`twins`], [`statistics`]: the handlers.
+//! - [`devices`], [`twins`], [`methods`], [`statistics`]: the handlers.
 //! - [`websocket`]: MQTT over WebSockets at `/$iothub/websocket`, handed to the
 //!   MQTT endpoint.
 //! - [`metrics`]: `GET /metrics`, every layer's counters as Prometheus text.
@@ -16,6 +16,7 @@
 
 pub mod devices;
 pub mod error;
+pub mod methods;
 pub mod metrics;
 pub mod request;
 pub mod server;
@@ -44,6 +45,8 @@ pub fn router(hub: Hub) -> Router {
             "/twins/{id}",
             get(twins::get).patch(twins::patch).put(twins::replace),
         )
+        .route("/twins/{id}/methods", post(methods::device))
+        .route("/twins/{id}/modules/{mid}/methods", post(methods::module))
         .route("/statistics/devices", get(statistics::devices))
         .route("/statistics/service", get(statistics::service))
         .fallback(error::not_found)

@@ -160,6 +160,24 @@ pub fn render(
         "Session closes published because a device was disabled, deleted or re-keyed.",
         hub.kicks,
     );
+    f.one(
+        "twinhub_methods_invoked_total",
+        "counter",
+        "Direct method requests delivered to a device's session.",
+        hub.methods_invoked,
+    );
+    f.one(
+        "twinhub_methods_timed_out_total",
+        "counter",
+        "Direct method requests not answered within their response timeout.",
+        hub.methods_timed_out,
+    );
+    f.one(
+        "twinhub_methods_pending",
+        "gauge",
+        "Direct method calls waiting for the device's answer.",
+        hub.methods_pending,
+    );
 
     let s = &hub.storage;
     f.one(

@@ -23,10 +23,12 @@ const HOST: &str = "q.local";
 fn corpus() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/spec/query-corpus.json"
+        "/../query/tests/data/query-corpus.json"
     );
-    serde_json::from_slice(&std::fs::read(path).expect("query corpus beside the repository"))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).expect("the query corpus in crates/query/tests/data"),
+    )
+    .unwrap()
 }
 
 struct Fixture {

@@ -12,43 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use twinhub_core::{HubError, Timestamp};
 
-/// Who a connection speaks for: a device, or a module of a device.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Identity {
-    /// The device id.
-    pub device_id: String,
-    /// The module id, for a module identity.
-    pub module_id: Option<String>,
-}
-
-impl Identity {
-    /// A device identity.
-    pub fn device(device_id: impl Into<String>) -> Self {
-        Self {
-            device_id: device_id.into(),
-            module_id: None,
-        }
-    }
-
-    /// The MQTT client id of this identity: `{deviceId}` or `{deviceId}/{moduleId}`.
-    pub fn client_id(&self) -> String {
-        match &self.module_id {
-            Some(m) => format!("{}/{m}", self.device_id),
-            None => self.device_id.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.module_id {
-            Some(m) => write!(f, "{}/{m}", self.device_id),
-            None => f.write_str(&self.device_id),
-        }
-    }
-}
-
 pub use twinhub_core::DeviceEvent;
+pub use twinhub_core::Identity;
 
 /// A stream of one identity's events. Ending the stream closes the connection,
 /// since notifications could otherwise be lost silently.
@@ -109,6 +74,10 @@ where
 ///         -> BoxFuture<'static, Result<(), HubError>> {
 ///         let stored = subscriptions.map(|s| /* s.filters(id) as the hub's record */);
 ///         Box::pin(self.0.save_session(&id.device_id, &id.client_id(), stored))
+///     }
+///     fn methods_ready(&self, id: &Identity, ready: bool) { self.0.methods_ready(id, ready) }
+///     fn method_response(&self, id: &Identity, rid: &str, status: i32, body: &[u8]) {
+///         self.0.method_response(id, rid, status, body)
 ///     }
 /// }
 /// ```
@@ -184,4 +153,17 @@ pub trait DeviceBackend: Send + Sync + 'static {
         identity: &Identity,
         subscriptions: Option<Subscriptions>,
     ) -> BoxFuture<'static, Result<(), HubError>>;
+
+    /// Whether the identity's current connection takes direct method requests:
+    /// it is live and subscribed to `$iothub/methods/POST/#` (fleet spec §1.2).
+    /// Called once the connection watches its events (so a request sent as soon
+    /// as it is ready reaches it), on every change of that subscription, and with
+    /// `false` when the connection ends; never for a connection that a newer one
+    /// replaced. Method requests then arrive as [`DeviceEvent::MethodRequest`].
+    fn methods_ready(&self, identity: &Identity, ready: bool);
+
+    /// The identity answered the method request `rid` with `status` and `body`
+    /// (`$iothub/methods/res/{status}/?$rid={rid}`). An unknown or expired `rid`,
+    /// or one sent to another identity, must be ignored.
+    fn method_response(&self, identity: &Identity, rid: &str, status: i32, body: &[u8]);
 }

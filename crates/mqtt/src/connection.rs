@@ -212,6 +212,12 @@ where
         return;
     }
     shared.backend.connected(&login.identity, now);
+    let methods_ready = opened.subscriptions.methods.is_some();
+    shared
+        .registry
+        .if_current(&guard.client_id, opened.connection, || {
+            shared.backend.methods_ready(&login.identity, methods_ready);
+        });
     tracing::debug!(identity = %login.identity, session_present = opened.session_present, "connected");
     let session = Session::new(
         SessionParams {
@@ -231,6 +237,7 @@ where
         wbuf: BytesMut::new(),
         pending: FuturesOrdered::new(),
         saving: None,
+        methods_ready,
     };
     let connack = ServerPacket::ConnAck {
         session_present: opened.session_present,
@@ -367,6 +374,12 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
+        let (backend, identity) = (&self.shared.backend, &self.identity);
+        self.shared
+            .registry
+            .if_current(&self.client_id, self.connection, || {
+                backend.methods_ready(identity, false);
+            });
         if self.shared.registry.close(&self.client_id, self.connection) {
             self.shared
                 .backend
@@ -421,6 +434,8 @@ struct Connection<'a> {
     pending: FuturesOrdered<Pending>,
     /// A session change just queued, waiting for the acknowledgement that follows it.
     saving: Option<Saving>,
+    /// What the backend was last told about this connection taking method requests.
+    methods_ready: bool,
 }
 
 impl Connection<'_> {
@@ -497,6 +512,10 @@ impl Connection<'_> {
                         self.session
                             .desired_changed(version, &payload, self.clock.now())
                             .map_err(End::from)
+                    }
+                    Some(DeviceEvent::MethodRequest { name, rid, payload }) => {
+                        self.session.method_request(&name, &rid, &payload, self.clock.now());
+                        Ok(())
                     }
                     Some(DeviceEvent::Kick) => Err(End::BackendKick),
                     None => Err(End::EventsEnded),
@@ -605,6 +624,15 @@ impl Connection<'_> {
                 Action::SubscriptionsChanged(subscriptions) => {
                     self.hold_until_saved(None);
                     let identity = self.session.identity();
+                    let ready = subscriptions.methods.is_some();
+                    if ready != self.methods_ready {
+                        self.methods_ready = ready;
+                        self.shared.registry.if_current(
+                            &identity.client_id(),
+                            self.connection,
+                            || backend.methods_ready(identity, ready),
+                        );
+                    }
                     let Some(mut write) = self.shared.registry.update(
                         identity,
                         self.connection,
@@ -620,6 +648,9 @@ impl Connection<'_> {
                     }
                 }
                 Action::Activity => backend.activity(self.session.identity(), self.clock.now()),
+                Action::MethodResponse { rid, status, body } => {
+                    backend.method_response(self.session.identity(), &rid, status, &body);
+                }
             }
         }
         Ok(())
@@ -655,6 +686,8 @@ mod tests {
         fn connected(&self, _: &Identity, _: Timestamp) {}
         fn disconnected(&self, _: &Identity, _: Timestamp) {}
         fn activity(&self, _: &Identity, _: Timestamp) {}
+        fn methods_ready(&self, _: &Identity, _: bool) {}
+        fn method_response(&self, _: &Identity, _: &str, _: i32, _: &[u8]) {}
         fn stored_session(&self, _: &Identity) -> Option<crate::Subscriptions> {
             None
         }

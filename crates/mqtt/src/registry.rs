@@ -149,6 +149,21 @@ impl SessionRegistry {
         Some(store.save(identity, stored))
     }
 
+    /// Runs `f` under the registry's lock if `connection` is still the client's
+    /// current one: what it tells the backend cannot then overwrite what a newer
+    /// connection of the client told it. Returns whether it ran.
+    pub(crate) fn if_current(&self, client_id: &str, connection: u64, f: impl FnOnce()) -> bool {
+        let inner = self.lock();
+        let current = inner
+            .entries
+            .get(client_id)
+            .is_some_and(|e| e.connection == connection);
+        if current {
+            f();
+        }
+        current
+    }
+
     /// Ends `connection`. Returns whether it was the client's current connection
     /// (false when a newer one replaced it): only then is the client offline.
     pub(crate) fn close(&self, client_id: &str, connection: u64) -> bool {

@@ -178,6 +178,15 @@ pub enum Action {
     SubscriptionsChanged(Subscriptions),
     /// The device was active (throttled), for `lastActivityTime`.
     Activity,
+    /// The device answered a direct method request.
+    MethodResponse {
+        /// The request id the hub gave the request.
+        rid: String,
+        /// The status from the topic.
+        status: i32,
+        /// The body as the device sent it.
+        body: Bytes,
+    },
 }
 
 /// Why a session ended.
@@ -366,7 +375,19 @@ impl Session {
             ));
         }
         let forbidden = || Close::ForbiddenTopic(p.topic.clone());
-        let parsed = DeviceTopic::parse(&p.topic).map_err(|_| forbidden())?;
+        let parsed = match DeviceTopic::parse(&p.topic) {
+            Ok(parsed) => parsed,
+            // A method answer whose status is not a number answers nothing the
+            // hub can use; it is dropped, not a reason to disconnect (fleet §1.3).
+            Err(topic::TopicError::BadStatus) if p.topic.starts_with(topic::METHODS_RES) => {
+                if p.qos == QoS::AtLeastOnce {
+                    self.actions
+                        .push_back(Action::Send(ServerPacket::PubAck(p.packet_id)));
+                }
+                return Ok(());
+            }
+            Err(_) => return Err(forbidden()),
+        };
         if let DeviceTopic::TwinGet { rid }
         | DeviceTopic::ReportedPatch { rid, .. }
         | DeviceTopic::MethodResponse { rid, .. } = parsed
@@ -413,7 +434,14 @@ impl Session {
                     }
                 }
             }
-            DeviceTopic::Telemetry { .. } | DeviceTopic::MethodResponse { .. } => {}
+            DeviceTopic::MethodResponse { status, rid } => {
+                self.actions.push_back(Action::MethodResponse {
+                    rid: rid.into(),
+                    status,
+                    body: p.payload,
+                });
+            }
+            DeviceTopic::Telemetry { .. } => {}
         }
         Ok(())
     }
@@ -516,6 +544,19 @@ impl Session {
             granted,
             now,
         )
+    }
+
+    /// A direct method request: delivered at QoS 0 (IoT Hub's method requests are
+    /// QoS 0) if the client subscribed to `$iothub/methods/POST/#`, else dropped
+    /// (the caller then times out, as with a device that has no handler).
+    pub fn method_request(&mut self, name: &str, rid: &str, payload: &str, now: Timestamp) {
+        if self.subscriptions.methods.is_none() {
+            return;
+        }
+        let topic = topic::HubTopic::MethodRequest { name, rid }.to_topic();
+        let body = Bytes::copy_from_slice(payload.as_bytes());
+        // QoS 0 never waits for the in-flight window, so it cannot be refused.
+        let _ = self.deliver(topic, body, QoS::AtMostOnce, now);
     }
 
     /// A twin error: IoT Hub's JSON body (spec §3.4). Node treats a response as an

@@ -395,3 +395,83 @@ async fn sockets_beyond_the_unauthenticated_cap_are_closed_at_once() {
     assert_eq!(m.refused_unauthenticated, 1);
     assert_eq!(m.live_connections, 1);
 }
+
+/// Direct methods over a real connection: readiness follows the method
+/// subscription and the connection's life, requests go out at QoS 0 on the
+/// method topic, and answers (QoS 0 or 1) reach the backend with their rid.
+#[tokio::test]
+async fn method_requests_and_answers_cross_the_connection() {
+    let hub = TestHub::start(&["dev1"]).await;
+    let (mut c, _) = hub.connect("dev1", false).await;
+    assert_eq!(hub.backend.readiness(), ["dev1:false"]);
+
+    // Not subscribed: a request is dropped, nothing reaches the device.
+    hub.backend.send_method("dev1", "reboot", "1", "null");
+    c.send(&subscribe(1, &[("$iothub/methods/POST/#", 1)]))
+        .await;
+    c.expect(0x90, &[0, 1, 1]).await;
+    assert_eq!(hub.backend.readiness(), ["dev1:false", "dev1:true"]);
+
+    hub.backend
+        .send_method("dev1", "reboot", "2a", r#"{"delay":1}"#);
+    let req = c.publish().await;
+    assert_eq!(req.topic, "$iothub/methods/POST/reboot/?$rid=2a");
+    assert_eq!(req.qos, 0);
+    assert_eq!(req.json().unwrap(), json!({"delay": 1}));
+
+    // Node answers at QoS 0, Python at QoS 1 with a PUBACK due.
+    c.send(&publish(
+        "$iothub/methods/res/200/?$rid=2a",
+        0,
+        0,
+        b"\"done\"",
+    ))
+    .await;
+    c.send(&publish("$iothub/methods/res/500/?$rid=2b", 1, 7, b""))
+        .await;
+    c.expect(0x40, &[0, 7]).await;
+    // A status that is not a number is acknowledged and dropped, not a close.
+    c.send(&publish("$iothub/methods/res/x/?$rid=2c", 1, 8, b""))
+        .await;
+    c.expect(0x40, &[0, 8]).await;
+    assert_eq!(
+        hub.backend.method_responses(),
+        [
+            (
+                "dev1".to_owned(),
+                "2a".to_owned(),
+                200,
+                b"\"done\"".to_vec()
+            ),
+            ("dev1".to_owned(), "2b".to_owned(), 500, Vec::new()),
+        ]
+    );
+
+    c.send(&unsubscribe(9, &["$iothub/methods/POST/#"])).await;
+    c.expect(0xb0, &[0, 9]).await;
+    c.send(&subscribe(10, &[("$iothub/methods/POST/#", 0)]))
+        .await;
+    c.expect(0x90, &[0, 10, 0]).await;
+    c.send(&DISCONNECT).await;
+    assert!(c.closed().await);
+    hub.wait_live(0).await;
+    assert_eq!(
+        hub.backend.readiness(),
+        [
+            "dev1:false",
+            "dev1:true",
+            "dev1:false",
+            "dev1:true",
+            "dev1:false"
+        ]
+    );
+
+    // Clean session 0 resumes the subscription: ready from the CONNECT on.
+    let (mut c, present) = hub.connect("dev1", false).await;
+    assert!(present);
+    assert_eq!(hub.backend.readiness().last().unwrap(), "dev1:true");
+    hub.backend.send_method("dev1", "ping", "3", "null");
+    let req = c.publish().await;
+    assert_eq!(req.topic, "$iothub/methods/POST/ping/?$rid=3");
+    assert_eq!(&req.payload[..], b"null");
+}

@@ -14,6 +14,8 @@
 //! - [`twins`]: twin reads and writes, for the service side and for devices.
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
 //! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
+//! - [`methods`]: direct methods, from the caller to the identity's live session
+//!   and back, on the non-durable event path.
 //! - [`query`]: twin queries over the working state, paged and read-your-writes;
 //!   `document`: a device record as the query engine sees it, without rendering it;
 //!   `index`: per-shard equality indexes built for queries' push-down hints.
@@ -28,6 +30,7 @@ mod document;
 pub mod events;
 mod index;
 mod load;
+pub mod methods;
 pub mod metrics;
 pub mod query;
 pub mod registry;

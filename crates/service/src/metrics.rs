@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     reported_patches: AtomicU64,
     desired_changes: AtomicU64,
     kicks: AtomicU64,
+    methods_invoked: AtomicU64,
+    methods_timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -26,6 +28,8 @@ impl Counters {
             let counter = match event {
                 DeviceEvent::Desired { .. } => &self.desired_changes,
                 DeviceEvent::Kick => &self.kicks,
+                // Published by `Hub::invoke_method`, which counts it itself.
+                DeviceEvent::MethodRequest { .. } => continue,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -33,6 +37,14 @@ impl Counters {
 
     pub(crate) fn reported_patch(&self) {
         self.reported_patches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn method_invoked(&self) {
+        self.methods_invoked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn method_timed_out(&self) {
+        self.methods_timed_out.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -51,6 +63,12 @@ pub struct HubMetrics {
     pub desired_changes: u64,
     /// Session closes published (device disabled, deleted or re-keyed).
     pub kicks: u64,
+    /// Direct method requests delivered to a device's session.
+    pub methods_invoked: u64,
+    /// Direct method requests the device did not answer in time.
+    pub methods_timed_out: u64,
+    /// Direct method calls waiting for an answer now.
+    pub methods_pending: u64,
     /// The group committer's counts.
     pub storage: CommitStatsSnapshot,
 }
@@ -68,6 +86,9 @@ impl Hub {
             reported_patches: c.reported_patches.load(Ordering::Relaxed),
             desired_changes: c.desired_changes.load(Ordering::Relaxed),
             kicks: c.kicks.load(Ordering::Relaxed),
+            methods_invoked: c.methods_invoked.load(Ordering::Relaxed),
+            methods_timed_out: c.methods_timed_out.load(Ordering::Relaxed),
+            methods_pending: self.methods_pending() as u64,
             storage: self.commit_stats(),
         }
     }

@@ -84,6 +84,7 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) policies: crate::auth::Policies,
+    pub(crate) methods: crate::methods::Methods,
 }
 
 impl Inner {
@@ -151,6 +152,7 @@ impl Hub {
             failed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             counters: Counters::default(),
+            methods: crate::methods::Methods::default(),
         };
         Ok((
             Self {

@@ -30,6 +30,8 @@ impl DeviceBackend for NoDevices {
     fn connected(&self, _: &Identity, _: Timestamp) {}
     fn disconnected(&self, _: &Identity, _: Timestamp) {}
     fn activity(&self, _: &Identity, _: Timestamp) {}
+    fn methods_ready(&self, _: &Identity, _: bool) {}
+    fn method_response(&self, _: &Identity, _: &str, _: i32, _: &[u8]) {}
     fn stored_session(&self, _: &Identity) -> Option<Subscriptions> {
         None
     }

@@ -533,7 +533,7 @@ fn activity_is_reported_at_most_once_a_second() {
 }
 
 #[test]
-fn method_responses_and_own_telemetry_are_acked_and_dropped() {
+fn method_responses_are_acked_and_handed_over_and_own_telemetry_dropped() {
     let mut s = session();
     s.handle_packet(
         publish(
@@ -559,9 +559,55 @@ fn method_responses_and_own_telemetry_are_acked_and_dropped() {
         drain(&mut s),
         [
             Action::Send(ServerPacket::PubAck(3)),
+            Action::MethodResponse {
+                rid: "1".into(),
+                status: 200,
+                body: Bytes::from_static(b"{}"),
+            },
             Action::Send(ServerPacket::PubAck(4))
         ]
     );
+}
+
+#[test]
+fn a_method_answer_with_a_bad_status_is_acked_and_ignored() {
+    let mut s = session();
+    for (topic, qos, id) in [
+        ("$iothub/methods/res/ok/?$rid=1", QoS::AtLeastOnce, 5),
+        ("$iothub/methods/res//?$rid=2", QoS::AtMostOnce, 0),
+    ] {
+        s.handle_packet(publish(topic, qos, id, b"{}"), at(1.0))
+            .unwrap();
+    }
+    assert_eq!(drain(&mut s), [Action::Send(ServerPacket::PubAck(5))]);
+    // Any other unparsable topic still closes the connection.
+    let bad = s.handle_packet(
+        publish("$iothub/methods/POST/x/?$rid=1", QoS::AtMostOnce, 0, b""),
+        at(1.0),
+    );
+    assert!(matches!(bad, Err(Close::ForbiddenTopic(_))), "{bad:?}");
+}
+
+#[test]
+fn method_requests_reach_only_a_subscribed_session_at_qos_0() {
+    let mut s = session();
+    s.method_request("reboot", "1f", "{\"delay\":1}", at(1.0));
+    assert_eq!(drain(&mut s), [], "not subscribed: dropped");
+    s.handle_packet(
+        subscribe(1, &[("$iothub/methods/POST/#", QoS::AtLeastOnce)]),
+        at(1.0),
+    )
+    .unwrap();
+    drain(&mut s);
+    s.method_request("reboot", "1f", "{\"delay\":1}", at(2.0));
+    let Some(Action::Send(ServerPacket::Publish(p))) = s.poll_action() else {
+        panic!("no PUBLISH");
+    };
+    assert_eq!(p.topic, "$iothub/methods/POST/reboot/?$rid=1f");
+    assert_eq!(p.qos, QoS::AtMostOnce, "method requests are QoS 0");
+    assert_eq!(&p.payload[..], b"{\"delay\":1}");
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(drain(&mut s), []);
 }
 
 #[test]

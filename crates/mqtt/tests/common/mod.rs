@@ -48,6 +48,8 @@ struct State {
     watchers: HashMap<String, Vec<mpsc::UnboundedSender<DeviceEvent>>>,
     presence: Vec<String>,
     sessions: HashMap<String, Subscriptions>,
+    method_responses: Vec<(String, String, i32, Vec<u8>)>,
+    readiness: Vec<String>,
 }
 
 /// An in-memory hub: devices whose password is [`password`], twins with
@@ -118,6 +120,24 @@ impl FakeBackend {
         version
     }
 
+    /// A direct method request, published to the identity's watchers.
+    pub fn send_method(&self, client_id: &str, name: &str, rid: &str, payload: &str) {
+        let state = self.state.lock().unwrap();
+        let event = DeviceEvent::MethodRequest {
+            name: name.into(),
+            rid: rid.into(),
+            payload: payload.into(),
+        };
+        for tx in state.watchers.get(client_id).into_iter().flatten() {
+            let _ = tx.send(event.clone());
+        }
+    }
+
+    /// The method answers received: (client id, rid, status, body), in order.
+    pub fn method_responses(&self) -> Vec<(String, String, i32, Vec<u8>)> {
+        self.state.lock().unwrap().method_responses.clone()
+    }
+
     pub fn kick(&self, device: &str) {
         let state = self.state.lock().unwrap();
         for tx in state.watchers.get(device).into_iter().flatten() {
@@ -134,6 +154,12 @@ impl FakeBackend {
     /// The stored sessions, by client id.
     pub fn stored_sessions(&self) -> HashMap<String, Subscriptions> {
         self.state.lock().unwrap().sessions.clone()
+    }
+
+    /// "dev1:true", "dev1:false": what the endpoint said about taking method
+    /// requests, in call order.
+    pub fn readiness(&self) -> Vec<String> {
+        self.state.lock().unwrap().readiness.clone()
     }
 
     /// "connected:dev1", "disconnected:dev1", in call order.
@@ -216,6 +242,18 @@ impl DeviceBackend for FakeBackend {
     }
 
     fn activity(&self, _id: &Identity, _now: Timestamp) {}
+
+    fn methods_ready(&self, id: &Identity, ready: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.readiness.push(format!("{id}:{ready}"));
+    }
+
+    fn method_response(&self, id: &Identity, rid: &str, status: i32, body: &[u8]) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .method_responses
+            .push((id.client_id(), rid.into(), status, body.to_vec()));
+    }
 
     fn stored_session(&self, id: &Identity) -> Option<Subscriptions> {
         self.state
@@ -364,7 +402,9 @@ impl TestHub {
 }
 
 use twinhub_mqtt::client::{self, ConnectFields};
-pub use twinhub_mqtt::client::{packet, puback, publish, subscribe, Incoming, DISCONNECT, PINGREQ};
+pub use twinhub_mqtt::client::{
+    packet, puback, publish, subscribe, unsubscribe, Incoming, DISCONNECT, PINGREQ,
+};
 
 /// CONNECT, MQTT 3.1.1, with username and password.
 pub fn connect(

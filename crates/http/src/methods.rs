@@ -1,0 +1,50 @@
+//! `POST /twins/{id}/methods` and `POST /twins/{id}/modules/{mid}/methods`:
+//! direct methods (fleet spec §1).
+
+use crate::request::{authorize, json_response, read_json};
+use crate::ApiError;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use twinhub_core::method::MethodRequest;
+use twinhub_core::policy::Permission;
+use twinhub_core::{HubError, Identity};
+use twinhub_service::Hub;
+
+/// `POST /twins/{id}/methods`.
+pub async fn device(
+    State(hub): State<Hub>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
+    let device_id = crate::request::id(path)?;
+    invoke(&hub, Identity::device(device_id), body).await
+}
+
+/// `POST /twins/{id}/modules/{mid}/methods`.
+pub async fn module(
+    State(hub): State<Hub>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
+    let (device_id, module_id) = path
+        .map(|Path(ids)| ids)
+        .map_err(|e| HubError::invalid(format!("Invalid path: {e}")))?;
+    invoke(&hub, Identity::module(device_id, module_id), body).await
+}
+
+/// Answers `200 {"status", "payload"}` whatever status the device chose; the
+/// hub's own failures (unknown target, offline, no answer) are errors.
+async fn invoke(hub: &Hub, target: Identity, body: Body) -> Result<Response, ApiError> {
+    let request = MethodRequest::from_json(&read_json(body).await?)?;
+    let answer = hub.invoke_method(&target, &request).await?;
+    Ok(json_response(StatusCode::OK, &answer.to_json()))
+}
