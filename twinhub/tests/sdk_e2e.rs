@@ -110,6 +110,28 @@ fn python_device_websockets() {
     run_script_with(Lang::Python, "device", &[("DEVICE_TRANSPORT", "ws")]);
 }
 
+/// `methods.js` / `methods.py`: direct methods from the service SDK to a
+/// device SDK's method handler, and every error path of a call.
+#[test]
+fn node_methods_mqtt() {
+    run_script_with(Lang::Node, "methods", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn node_methods_websockets() {
+    run_script_with(Lang::Node, "methods", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
+#[test]
+fn python_methods_mqtt() {
+    run_script_with(Lang::Python, "methods", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn python_methods_websockets() {
+    run_script_with(Lang::Python, "methods", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
 #[test]
 fn python_registry() {
     run_script(Lang::Python, "registry");
