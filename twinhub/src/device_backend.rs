@@ -17,7 +17,7 @@ impl DeviceBackend for HubBackend {
     }
 
     fn twin_for_device(&self, id: &Identity) -> Result<Value, HubError> {
-        self.0.twin_for_device(&id.device_id)
+        self.0.twin_for(id)
     }
 
     fn patch_reported(
@@ -26,8 +26,8 @@ impl DeviceBackend for HubBackend {
         patch: Value,
         expected_version: Option<i64>,
     ) -> futures_util::future::BoxFuture<'static, Result<i64, HubError>> {
-        let (hub, device) = (self.0.clone(), id.device_id.clone());
-        Box::pin(async move { hub.patch_reported(&device, &patch, expected_version).await })
+        let (hub, id) = (self.0.clone(), id.clone());
+        Box::pin(async move { hub.patch_reported_for(&id, &patch, expected_version).await })
     }
 
     fn watch(&self, id: &Identity) -> DeviceEvents {
@@ -36,15 +36,15 @@ impl DeviceBackend for HubBackend {
     }
 
     fn connected(&self, id: &Identity, now: Timestamp) {
-        self.0.device_connected(&id.device_id, now);
+        self.0.connected(id, now);
     }
 
     fn disconnected(&self, id: &Identity, now: Timestamp) {
-        self.0.device_disconnected(&id.device_id, now);
+        self.0.disconnected(id, now);
     }
 
     fn activity(&self, id: &Identity, now: Timestamp) {
-        self.0.device_activity(&id.device_id, now);
+        self.0.activity(id, now);
     }
 
     fn methods_ready(&self, id: &Identity, ready: bool) {

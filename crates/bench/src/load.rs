@@ -52,7 +52,7 @@ pub(crate) fn record(
         .map_err(|e| e.message.clone())?;
     twin.apply_reported_patch(&reported_patch(i, 0), None, created, &limits)
         .map_err(|e| e.message.clone())?;
-    serde_json::to_vec(&DeviceRecord { identity, twin }).map_err(|e| e.to_string())
+    serde_json::to_vec(&DeviceRecord::new(identity, twin)).map_err(|e| e.to_string())
 }
 
 /// Writes devices `0..count` into `data_dir/twinhub.db`, which must not exist yet.

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// A device did not answer a direct method within its response timeout.
     GatewayTimeout,
+    /// A module with this id already exists on the device.
+    ModuleAlreadyExistsOnDevice,
+    /// The device already has the most modules allowed.
+    TooManyModulesOnDevice,
 }
 
 impl ErrorCode {
@@ -76,6 +80,8 @@ impl ErrorCode {
             Self::ServerError => 500_001,
             Self::ServiceUnavailable => 503_001,
             Self::GatewayTimeout => 504_101,
+            Self::ModuleAlreadyExistsOnDevice => 409_301,
+            Self::TooManyModulesOnDevice => 413_003,
         }
     }
 
@@ -109,6 +115,8 @@ impl ErrorCode {
             Self::ServerError => "ServerError",
             Self::ServiceUnavailable => "ServiceUnavailable",
             Self::GatewayTimeout => "GatewayTimeout",
+            Self::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
+            Self::TooManyModulesOnDevice => "TooManyModulesOnDevice",
         }
     }
 }

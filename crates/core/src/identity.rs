@@ -206,7 +206,66 @@ impl Authentication {
     }
 }
 
-fn opt_string(s: &Option<String>) -> Value {
+impl Authentication {
+    /// SAS credentials without keys yet: where a new identity starts before its
+    /// body's credentials are applied.
+    pub(crate) fn sas() -> Self {
+        Self {
+            kind: AuthenticationType::Sas,
+            primary_key: None,
+            secondary_key: None,
+            primary_thumbprint: None,
+            secondary_thumbprint: None,
+        }
+    }
+
+    /// Applies the credentials of a request body. Keys left empty are generated
+    /// when `creating` (or when there are none yet) and kept otherwise, so an
+    /// update never silently rotates keys.
+    pub(crate) fn apply<R: RngCore + CryptoRng>(
+        &mut self,
+        request: &Credentials,
+        rng: &mut R,
+        creating: bool,
+    ) {
+        if let Some(kind) = request.kind {
+            self.kind = kind;
+        }
+        if self.kind == AuthenticationType::Sas {
+            let fill =
+                |given: &Option<String>, current: &mut Option<String>, rng: &mut R| match given {
+                    Some(key) => *current = Some(key.clone()),
+                    None if creating || current.is_none() => *current = Some(generate_key(rng)),
+                    None => {}
+                };
+            fill(&request.primary_key, &mut self.primary_key, rng);
+            fill(&request.secondary_key, &mut self.secondary_key, rng);
+        } else {
+            self.primary_key = None;
+            self.secondary_key = None;
+        }
+        if request.primary_thumbprint.is_some() {
+            self.primary_thumbprint = request.primary_thumbprint.clone();
+        }
+        if request.secondary_thumbprint.is_some() {
+            self.secondary_thumbprint = request.secondary_thumbprint.clone();
+        }
+    }
+
+    /// `{"symmetricKey":{..},"x509Thumbprint":{..},"type":..}` of identity JSON.
+    pub fn to_json(&self) -> Value {
+        let mut symmetric = Map::new();
+        symmetric.insert("primaryKey".into(), opt_string(&self.primary_key));
+        symmetric.insert("secondaryKey".into(), opt_string(&self.secondary_key));
+        let mut auth = Map::new();
+        auth.insert("symmetricKey".into(), Value::Object(symmetric));
+        auth.insert("x509Thumbprint".into(), self.thumbprints_json());
+        auth.insert("type".into(), Value::String(self.kind.as_str().into()));
+        Value::Object(auth)
+    }
+}
+
+pub(crate) fn opt_string(s: &Option<String>) -> Value {
     s.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
 }
 
@@ -276,18 +335,14 @@ impl DeviceIdentity {
             connection_state: ConnectionState::Disconnected,
             connection_state_updated_time: None,
             last_activity_time: None,
-            authentication: Authentication {
-                kind: AuthenticationType::Sas,
-                primary_key: None,
-                secondary_key: None,
-                primary_thumbprint: None,
-                secondary_thumbprint: None,
-            },
+            authentication: Authentication::sas(),
             iot_edge: request.iot_edge.unwrap_or(false),
             device_scope: request.device_scope.clone(),
             model_id: String::new(),
         };
-        identity.apply_authentication(&request, rng, true);
+        identity
+            .authentication
+            .apply(&request.credentials, rng, true);
         Ok(identity)
     }
 
@@ -315,40 +370,9 @@ impl DeviceIdentity {
         if request.device_scope.is_some() {
             self.device_scope = request.device_scope.clone();
         }
-        self.apply_authentication(&request, rng, false);
+        self.authentication.apply(&request.credentials, rng, false);
         self.etag_counter = self.etag_counter.wrapping_add(1);
         Ok(())
-    }
-
-    fn apply_authentication<R: RngCore + CryptoRng>(
-        &mut self,
-        request: &DeviceRequest,
-        rng: &mut R,
-        creating: bool,
-    ) {
-        let auth = &mut self.authentication;
-        if let Some(kind) = request.auth_type {
-            auth.kind = kind;
-        }
-        if auth.kind == AuthenticationType::Sas {
-            let fill =
-                |given: &Option<String>, current: &mut Option<String>, rng: &mut R| match given {
-                    Some(key) => *current = Some(key.clone()),
-                    None if creating || current.is_none() => *current = Some(generate_key(rng)),
-                    None => {}
-                };
-            fill(&request.primary_key, &mut auth.primary_key, rng);
-            fill(&request.secondary_key, &mut auth.secondary_key, rng);
-        } else {
-            auth.primary_key = None;
-            auth.secondary_key = None;
-        }
-        if request.primary_thumbprint.is_some() {
-            auth.primary_thumbprint = request.primary_thumbprint.clone();
-        }
-        if request.secondary_thumbprint.is_some() {
-            auth.secondary_thumbprint = request.secondary_thumbprint.clone();
-        }
     }
 
     /// The identity JSON of `GET /devices/{id}` (spec §6.1).
@@ -379,26 +403,7 @@ impl DeviceIdentity {
             Value::String(Timestamp::iso_or_never(self.last_activity_time)),
         );
         out.insert("cloudToDeviceMessageCount".into(), Value::from(0));
-        let mut symmetric = Map::new();
-        symmetric.insert(
-            "primaryKey".into(),
-            opt_string(&self.authentication.primary_key),
-        );
-        symmetric.insert(
-            "secondaryKey".into(),
-            opt_string(&self.authentication.secondary_key),
-        );
-        let mut auth = Map::new();
-        auth.insert("symmetricKey".into(), Value::Object(symmetric));
-        auth.insert(
-            "x509Thumbprint".into(),
-            self.authentication.thumbprints_json(),
-        );
-        auth.insert(
-            "type".into(),
-            Value::String(self.authentication.kind.as_str().into()),
-        );
-        out.insert("authentication".into(), Value::Object(auth));
+        out.insert("authentication".into(), self.authentication.to_json());
         let mut capabilities = Map::new();
         capabilities.insert("iotEdge".into(), Value::Bool(self.iot_edge));
         out.insert("capabilities".into(), Value::Object(capabilities));
@@ -412,13 +417,41 @@ impl DeviceIdentity {
 struct DeviceRequest {
     status: Option<DeviceStatus>,
     status_reason: Option<String>,
-    auth_type: Option<AuthenticationType>,
+    credentials: Credentials,
+    iot_edge: Option<bool>,
+    device_scope: Option<String>,
+}
+
+/// The `authentication` member of a device or module body, validated.
+#[derive(Debug, Default)]
+pub(crate) struct Credentials {
+    kind: Option<AuthenticationType>,
     primary_key: Option<String>,
     secondary_key: Option<String>,
     primary_thumbprint: Option<String>,
     secondary_thumbprint: Option<String>,
-    iot_edge: Option<bool>,
-    device_scope: Option<String>,
+}
+
+impl Credentials {
+    /// Reads `authentication` from an identity body's root.
+    pub(crate) fn parse(root: &Map<String, Value>) -> Result<Self, HubError> {
+        let mut credentials = Self::default();
+        if let Some(auth) = member_object(root, "authentication")? {
+            credentials.kind = member_str(auth, "type")?
+                .map(AuthenticationType::parse)
+                .transpose()?;
+            if let Some(sym) = member_object(auth, "symmetricKey")? {
+                credentials.primary_key = key_member(sym, "primaryKey")?;
+                credentials.secondary_key = key_member(sym, "secondaryKey")?;
+            }
+            if let Some(x509) = member_object(auth, "x509Thumbprint")? {
+                credentials.primary_thumbprint = non_empty(member_str(x509, "primaryThumbprint")?);
+                credentials.secondary_thumbprint =
+                    non_empty(member_str(x509, "secondaryThumbprint")?);
+            }
+        }
+        Ok(credentials)
+    }
 }
 
 impl DeviceRequest {
@@ -458,19 +491,7 @@ impl DeviceRequest {
                 }
             };
         }
-        if let Some(auth) = member_object(root, "authentication")? {
-            request.auth_type = member_str(auth, "type")?
-                .map(AuthenticationType::parse)
-                .transpose()?;
-            if let Some(sym) = member_object(auth, "symmetricKey")? {
-                request.primary_key = key_member(sym, "primaryKey")?;
-                request.secondary_key = key_member(sym, "secondaryKey")?;
-            }
-            if let Some(x509) = member_object(auth, "x509Thumbprint")? {
-                request.primary_thumbprint = non_empty(member_str(x509, "primaryThumbprint")?);
-                request.secondary_thumbprint = non_empty(member_str(x509, "secondaryThumbprint")?);
-            }
-        }
+        request.credentials = Credentials::parse(root)?;
         Ok(request)
     }
 }
@@ -479,7 +500,10 @@ fn non_empty(s: Option<&str>) -> Option<String> {
     s.filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-fn member_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, HubError> {
+pub(crate) fn member_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, HubError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

@@ -23,6 +23,8 @@
 //! - [`topic`]: IoT Hub's MQTT topics, subscription filters and CONNECT username.
 //! - [`event`]: [`DeviceEvent`], what a device's live sessions must learn about
 //!   (desired changes, method requests, being closed).
+//! - [`module`]: module identities, sub-identities of a device with their own keys
+//!   and twin.
 //! - [`method`]: direct methods: the service's request (validated), the device's
 //!   answer and how its body becomes the REST response.
 
@@ -33,6 +35,7 @@ pub mod event;
 pub mod identity;
 pub mod json;
 pub mod method;
+pub mod module;
 pub mod policy;
 pub mod sas;
 pub mod time;

@@ -19,6 +19,7 @@
 
 use crate::identity::DeviceIdentity;
 use crate::json::{self, Limits};
+use crate::module::ModuleIdentity;
 use crate::{HubError, Timestamp};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -554,6 +555,44 @@ impl Twin {
             identity.authentication.thumbprints_json(),
         );
         out.insert("modelId".into(), Value::String(identity.model_id.clone()));
+        self.render_body(&mut out, metadata);
+        let mut capabilities = Map::new();
+        capabilities.insert("iotEdge".into(), Value::Bool(identity.iot_edge));
+        out.insert("capabilities".into(), Value::Object(capabilities));
+        Value::Object(out)
+    }
+}
+
+impl Twin {
+    /// The module twin JSON of REST and `devices.modules` query results (fleet
+    /// spec §2.2): the module's root members, then the twin's.
+    pub fn to_module_json(&self, module: &ModuleIdentity, device: &DeviceIdentity) -> Value {
+        self.render_module(module, device, true)
+    }
+
+    /// [`Twin::to_module_json`] without `$metadata`.
+    pub fn to_module_json_without_metadata(
+        &self,
+        module: &ModuleIdentity,
+        device: &DeviceIdentity,
+    ) -> Value {
+        self.render_module(module, device, false)
+    }
+
+    fn render_module(
+        &self,
+        module: &ModuleIdentity,
+        device: &DeviceIdentity,
+        metadata: bool,
+    ) -> Value {
+        let mut out = module.twin_root(device, self.etag());
+        self.render_body(&mut out, metadata);
+        Value::Object(out)
+    }
+
+    /// `version`, `tags` (when there are any) and `properties`: the members every
+    /// twin ends with.
+    fn render_body(&self, out: &mut Map<String, Value>, metadata: bool) {
         out.insert("version".into(), Value::from(self.version));
         if !self.tags.is_empty() {
             out.insert("tags".into(), Value::Object(self.tags.to_map()));
@@ -562,10 +601,6 @@ impl Twin {
         properties.insert("desired".into(), self.desired.render_full(metadata));
         properties.insert("reported".into(), self.reported.render_full(metadata));
         out.insert("properties".into(), Value::Object(properties));
-        let mut capabilities = Map::new();
-        capabilities.insert("iotEdge".into(), Value::Bool(identity.iot_edge));
-        out.insert("capabilities".into(), Value::Object(capabilities));
-        Value::Object(out)
     }
 }
 

@@ -7,7 +7,7 @@
 //!   responses (IoT Hub's `{"Message":"ErrorCode:..."}` body and `iothub-errorcode`).
 //! - [`request`]: extracting what handlers need — JSON bodies, decoded ids,
 //!   `If-Match`, authorization — with IoT Hub's errors on bad input.
-//! - [`devices`], [`twins`], [`methods`], [`statistics`]: the handlers.
+//! - [`devices`], [`modules`], [`twins`], [`methods`], [`statistics`]: the handlers.
 //! - [`websocket`]: MQTT over WebSockets at `/$iothub/websocket`, handed to the
 //!   MQTT endpoint.
 //! - [`metrics`]: `GET /metrics`, every layer's counters as Prometheus text.
@@ -18,6 +18,7 @@ pub mod devices;
 pub mod error;
 pub mod methods;
 pub mod metrics;
+pub mod modules;
 pub mod request;
 pub mod server;
 pub mod statistics;
@@ -40,6 +41,18 @@ pub fn router(hub: Hub) -> Router {
         .route(
             "/devices/{id}",
             put(devices::put).get(devices::get).delete(devices::delete),
+        )
+        .route("/devices/{id}/modules", get(modules::list))
+        .route("/devices/{id}/modules/", get(modules::list))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            put(modules::put).get(modules::get).delete(modules::delete),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(modules::get_twin)
+                .patch(modules::patch_twin)
+                .put(modules::replace_twin),
         )
         .route(
             "/twins/{id}",

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use twinhub_core::method::MethodRequest;
 use twinhub_core::policy::Permission;
-use twinhub_core::{HubError, Identity};
+use twinhub_core::Identity;
 use twinhub_service::Hub;
 
 /// `POST /twins/{id}/methods`.
@@ -35,10 +35,7 @@ pub async fn module(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    let (device_id, module_id) = path
-        .map(|Path(ids)| ids)
-        .map_err(|e| HubError::invalid(format!("Invalid path: {e}")))?;
-    invoke(&hub, Identity::module(device_id, module_id), body).await
+    invoke(&hub, crate::request::identity(path)?, body).await
 }
 
 /// Answers `200 {"status", "payload"}` whatever status the device chose; the

@@ -113,6 +113,15 @@ pub fn id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
         .map_err(|e| HubError::invalid(format!("Invalid path: {e}")).into())
 }
 
+/// A module's identity from its `{id}` and `{mid}` path segments, each
+/// percent-decoded exactly once (by the router).
+pub fn identity(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<twinhub_core::Identity, ApiError> {
+    path.map(|Path((device, module))| twinhub_core::Identity::module(device, module))
+        .map_err(|e| HubError::invalid(format!("Invalid path: {e}")).into())
+}
+
 /// The `If-Match` header.
 pub fn if_match(headers: &HeaderMap) -> IfMatch {
     IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))

@@ -23,7 +23,8 @@ fn refuse(reason: impl std::fmt::Display) -> HubError {
 /// DeviceConnect, as a device re-keyed through the registry is.
 pub(crate) struct Policies {
     current: RwLock<Arc<[Policy]>>,
-    /// Device id → the policy its last accepted connection was signed with.
+    /// Client id (`{device}` or `{device}/{module}`) → the policy its last
+    /// accepted connection was signed with.
     device_sessions: Mutex<HashMap<String, String>>,
 }
 
@@ -137,9 +138,10 @@ impl Hub {
         Ok(())
     }
 
-    /// Authenticates a device connection: a token signed with the device's key,
-    /// or with a policy that grants DeviceConnect (`skn`), scoped to the device.
-    /// Unknown and disabled devices are refused. Returns the token's expiry.
+    /// Authenticates a device or module connection: a token signed with the
+    /// identity's own key, or with a policy that grants DeviceConnect (`skn`),
+    /// scoped to the identity. Unknown identities and those of disabled devices
+    /// are refused. Returns the token's expiry.
     pub fn authenticate_device(
         &self,
         device_id: &str,
@@ -158,23 +160,32 @@ impl Hub {
         token
             .check_scope_and_expiry(&target, now.unix_secs())
             .map_err(refuse)?;
-        if module_id.is_some() {
-            return Err(refuse("module identities are not supported yet"));
-        }
-        let auth = self
+        // A module's own token must be signed with the module's key: its
+        // device's key does not open the module (fleet spec §2.3).
+        let (status, keys) = self
             .read(device_id, |r| {
-                (r.identity.status, r.identity.authentication.clone())
+                let auth = match module_id {
+                    None => Some(&r.identity.authentication),
+                    Some(m) => r.modules.get(m).map(|m| &m.identity.authentication),
+                };
+                auth.map(|a| (r.identity.status, a.clone()))
             })
-            .map_err(|_| refuse(format!("unknown device '{device_id}'")))?;
-        if auth.0 == DeviceStatus::Disabled {
+            .ok()
+            .flatten()
+            .ok_or_else(|| refuse(format!("unknown identity '{target}'")))?;
+        if status == DeviceStatus::Disabled {
             return Err(refuse(format!("device '{device_id}' is disabled")));
         }
+        let client_id = match module_id {
+            Some(m) => format!("{device_id}/{m}"),
+            None => device_id.to_owned(),
+        };
         match token.key_name.as_deref() {
             None => {
                 token
-                    .verify_signature(auth.1.symmetric_keys())
+                    .verify_signature(keys.symmetric_keys())
                     .map_err(refuse)?;
-                self.inner.policies.sessions().remove(device_id);
+                self.inner.policies.sessions().remove(&client_id);
             }
             Some(name) => {
                 let policies = self.policies();
@@ -186,7 +197,7 @@ impl Hub {
                 self.inner
                     .policies
                     .sessions()
-                    .insert(device_id.to_owned(), name.to_owned());
+                    .insert(client_id, name.to_owned());
             }
         }
         Ok(token.expiry)

@@ -10,26 +10,97 @@
 //! is the exact-first rule; inside a section the stored properties come first, then
 //! `$metadata`, then `$version`, as they are rendered.
 
-use crate::state::DeviceRecord;
+use crate::state::{DeviceRecord, ModuleRecord};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use twinhub_core::twin::Section;
+use twinhub_core::twin::{Section, Twin};
 use twinhub_core::Timestamp;
 use twinhub_query::{descend, lookup_node, Document, Field, Segment};
 
-/// A borrowed view of one device's twin; see the module documentation.
+/// A borrowed view of one device's twin, or of one of its modules' twins (a row
+/// of `devices.modules`); see the module documentation.
 #[derive(Clone, Copy)]
 pub(crate) struct TwinDocument<'r> {
     record: &'r DeviceRecord,
+    module: Option<&'r ModuleRecord>,
 }
 
 impl<'r> TwinDocument<'r> {
     pub(crate) fn new(record: &'r DeviceRecord) -> Self {
-        Self { record }
+        Self {
+            record,
+            module: None,
+        }
+    }
+
+    /// The twin of `module`, a module of `record`'s device.
+    pub(crate) fn module(record: &'r DeviceRecord, module: &'r ModuleRecord) -> Self {
+        Self {
+            record,
+            module: Some(module),
+        }
+    }
+
+    fn twin(&self) -> &'r Twin {
+        self.module.map_or(&self.record.twin, |m| &m.twin)
     }
 
     /// The root member whose lower-cased name is `folded`, with its stored name.
     fn root(&self, folded: &str) -> Option<(&'static str, Field<'r>)> {
+        match self.module {
+            Some(module) => self.module_root(module, folded),
+            None => self.device_root(folded),
+        }
+    }
+
+    /// A module twin's root members (fleet spec §2.2): the module's identity,
+    /// the parent device's status.
+    fn module_root(
+        &self,
+        module: &'r ModuleRecord,
+        folded: &str,
+    ) -> Option<(&'static str, Field<'r>)> {
+        let device = &self.record.identity;
+        let identity = &module.identity;
+        let twin = &module.twin;
+        let borrowed = |s: &'r str| Field::Str(Cow::Borrowed(s));
+        let owned = |s: String| Field::Str(Cow::Owned(s));
+        Some(match folded {
+            "deviceid" => ("deviceId", borrowed(identity.device_id.as_str())),
+            "moduleid" => ("moduleId", borrowed(identity.module_id.as_str())),
+            "etag" => ("etag", owned(twin.etag())),
+            "deviceetag" => ("deviceEtag", owned(identity.etag())),
+            "status" => ("status", borrowed(device.status.as_str())),
+            "statusupdatetime" => (
+                "statusUpdateTime",
+                owned(Timestamp::iso_or_never(device.status_updated_time)),
+            ),
+            "connectionstate" => (
+                "connectionState",
+                borrowed(identity.connection_state.as_str()),
+            ),
+            "lastactivitytime" => (
+                "lastActivityTime",
+                owned(Timestamp::iso_or_never(identity.last_activity_time)),
+            ),
+            "cloudtodevicemessagecount" => ("cloudToDeviceMessageCount", Field::Int(0)),
+            "authenticationtype" => (
+                "authenticationType",
+                borrowed(identity.authentication.kind.as_str()),
+            ),
+            "x509thumbprint" => (
+                "x509Thumbprint",
+                Field::Owned(identity.authentication.thumbprints_json()),
+            ),
+            "modelid" => ("modelId", borrowed("")),
+            "version" => ("version", Field::Int(twin.version())),
+            "tags" if twin.tags().is_empty() => return None,
+            "tags" => ("tags", Field::Object(twin.tags())),
+            _ => return None,
+        })
+    }
+
+    fn device_root(&self, folded: &str) -> Option<(&'static str, Field<'r>)> {
         let identity = &self.record.identity;
         let twin = &self.record.twin;
         let borrowed = |s: &'r str| Field::Str(Cow::Borrowed(s));
@@ -77,7 +148,7 @@ impl<'r> TwinDocument<'r> {
 
     /// `properties` and below.
     fn properties(&self, rest: &[Segment]) -> Option<(Cow<'r, str>, Field<'r>)> {
-        let twin = &self.record.twin;
+        let twin = self.twin();
         let Some((first, rest)) = rest.split_first() else {
             let mut properties = Map::new();
             properties.insert("desired".into(), twin.desired().to_json());
@@ -141,7 +212,12 @@ impl Document for TwinDocument<'_> {
                     self.record.identity.device_id.as_str(),
                 )))
             }
-            "moduleId" | "jobId" => return None,
+            "moduleId" => {
+                return self
+                    .module
+                    .map(|m| Field::Str(Cow::Borrowed(m.identity.module_id.as_str())))
+            }
+            "jobId" => return None,
             _ => {}
         }
         let folded = name.to_ascii_lowercase();
@@ -154,7 +230,10 @@ impl Document for TwinDocument<'_> {
     }
 
     fn to_json(&self) -> Value {
-        self.record.twin.to_json(&self.record.identity)
+        match self.module {
+            Some(m) => m.twin.to_module_json(&m.identity, &self.record.identity),
+            None => self.record.twin.to_json(&self.record.identity),
+        }
     }
 }
 
@@ -188,7 +267,7 @@ mod tests {
             &limits,
         )
         .unwrap();
-        DeviceRecord { identity, twin }
+        DeviceRecord::new(identity, twin)
     }
 
     const PATHS: &[&str] = &[
@@ -236,6 +315,50 @@ mod tests {
         "missing",
         "deviceId.x",
     ];
+
+    #[test]
+    fn module_twins_resolve_like_their_rendered_json() {
+        let mut rng = rand::thread_rng();
+        let device = record(true);
+        let now = Timestamp::from_unix_secs(1_700_000_000);
+        let identity =
+            twinhub_core::module::ModuleIdentity::create("dev-1", "mod-1", &json!({}), &mut rng)
+                .unwrap();
+        let mut twin = Twin::new(now);
+        twin.apply_service_patch(
+            &json!({"tags": {"role": "edge"}, "properties": {"desired": {"mode": "eco"}}}),
+            now,
+            &Limits::default(),
+        )
+        .unwrap();
+        let module = ModuleRecord { identity, twin };
+        let rendered = module
+            .twin
+            .to_module_json(&module.identity, &device.identity);
+        let document = TwinDocument::module(&device, &module);
+        let mut paths = PATHS.to_vec();
+        paths.extend(["moduleId", "MODULEID", "tags.role"]);
+        for text in paths {
+            let path = Path::new(text.split('.')).unwrap();
+            let want = rendered
+                .resolve(path.segments())
+                .map(|(k, f)| (k.into_owned(), f.into_json()));
+            let got = document
+                .resolve(path.segments())
+                .map(|(k, f)| (k.into_owned(), f.into_json()));
+            assert_eq!(got, want, "{text}");
+        }
+        assert_eq!(document.to_json(), rendered);
+        assert_eq!(rendered["moduleId"], "mod-1");
+        assert_eq!(rendered["status"], device.identity.status.as_str());
+        for name in ["deviceId", "moduleId", "status", "tags", "capabilities"] {
+            assert_eq!(
+                document.member(name).map(Field::into_json),
+                rendered.member(name).map(Field::into_json),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn resolves_every_path_like_the_rendered_twin() {

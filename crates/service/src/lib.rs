@@ -11,6 +11,7 @@
 //!   then publish its events.
 //! - `load`: the working state read from storage at start, decoded on every core.
 //! - [`registry`]: the identity registry (create, update, delete, list, bulk, statistics).
+//! - [`modules`]: module identities, kept in their device's record.
 //! - [`twins`]: twin reads and writes, for the service side and for devices.
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
 //! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
@@ -32,6 +33,7 @@ mod index;
 mod load;
 pub mod methods;
 pub mod metrics;
+pub mod modules;
 pub mod query;
 pub mod registry;
 pub mod sessions;

@@ -99,6 +99,9 @@ fn decode(rows: Receiver<Rows>, count: usize) -> Result<Decoded, StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("device record '{key}': {e}")))?;
             // Nobody is connected to a hub that just started.
             record.identity.connection_state = ConnectionState::Disconnected;
+            for module in record.modules.values_mut() {
+                module.identity.connection_state = ConnectionState::Disconnected;
+            }
             if let Some(shard) = sorted.get_mut(shard_index(&key)) {
                 shard.push((key, record));
             }

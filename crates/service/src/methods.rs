@@ -108,17 +108,10 @@ impl Hub {
         target: &Identity,
         request: &MethodRequest,
     ) -> Result<MethodResponse, HubError> {
-        self.read(&target.device_id, |_| ())?;
-        if let Some(module_id) = &target.module_id {
-            // The hub has no module identities yet.
-            return Err(HubError::new(
-                ErrorCode::ModuleNotFound,
-                format!(
-                    "Module {module_id} on device {} not found.",
-                    target.device_id
-                ),
-            ));
-        }
+        self.read(&target.device_id, |record| match &target.module_id {
+            Some(module_id) => record.module(module_id).map(|_| ()),
+            None => Ok(()),
+        })??;
         let methods = &self.inner.methods;
         let client_id = target.client_id();
         let connect = Duration::from_secs(request.connect_timeout_secs.into());

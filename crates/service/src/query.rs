@@ -99,9 +99,13 @@ impl TwinSource for HubTwins<'_> {
         request: &ScanRequest<'_>,
         visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
     ) -> Result<(), Self::Error> {
-        if request.collection != Collection::Devices {
-            // Module identities do not exist yet, so devices.modules is empty.
-            return Ok(());
+        match request.collection {
+            Collection::Devices => {}
+            Collection::Modules => {
+                scan_modules(self.hub.shards(), request, visit);
+                return Ok(());
+            }
+            Collection::Jobs => return Ok(()),
         }
         let after = request.after.map(|k| k.device_id.as_str());
         let plan = index::plan(request.hints);
@@ -147,9 +151,11 @@ impl TwinSource for HubTwins<'_> {
         init: &(dyn Fn() -> A + Sync),
         visit: &(dyn Fn(&mut A, &dyn Document) + Sync),
     ) -> Result<Vec<A>, Self::Error> {
-        if request.collection != Collection::Devices {
-            return Ok(Vec::new());
-        }
+        let modules = match request.collection {
+            Collection::Devices => false,
+            Collection::Modules => true,
+            Collection::Jobs => return Ok(Vec::new()),
+        };
         let shards = self.hub.shards();
         let parts = std::thread::available_parallelism()
             .map_or(1, usize::from)
@@ -160,7 +166,11 @@ impl TwinSource for HubTwins<'_> {
             part.iter()
                 .map(|shard| {
                     let mut accumulator = init();
-                    scan_shard(shard, |document| visit(&mut accumulator, document));
+                    if modules {
+                        scan_shard_modules(shard, |document| visit(&mut accumulator, document));
+                    } else {
+                        scan_shard(shard, |document| visit(&mut accumulator, document));
+                    }
                     accumulator
                 })
                 .collect()
@@ -209,6 +219,79 @@ fn scan_shard(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
             return;
         }
         after = last.map(CompactString::to_string);
+    }
+}
+
+/// Visits every module twin of `shard`, re-taking the lock every [`BATCH`] devices.
+fn scan_shard_modules(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
+    let mut after: Option<String> = None;
+    loop {
+        let guard = lock(shard);
+        let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut seen = 0;
+        let mut last = None;
+        for (key, record) in guard
+            .devices
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(BATCH)
+        {
+            for module in record.modules.values() {
+                visit(&TwinDocument::module(record, module));
+            }
+            seen += 1;
+            last = Some(key);
+        }
+        if seen < BATCH {
+            return;
+        }
+        after = last.map(CompactString::to_string);
+    }
+}
+
+/// `devices.modules` in (device id, module id) order, after the resume key.
+///
+/// Modules are few next to devices and spread over every shard, so the keys of
+/// the matching ones are gathered first (the filter runs under each shard's
+/// lock), sorted, and then visited one by one, each re-read under its lock (a
+/// module deleted since is skipped; the executor re-checks the rest).
+fn scan_modules(
+    shards: &[Mutex<Shard>],
+    request: &ScanRequest<'_>,
+    visit: &mut dyn FnMut(&dyn Document) -> ControlFlow<()>,
+) {
+    let after = request
+        .after
+        .map(|k| (k.device_id.as_str(), k.item_id.as_deref().unwrap_or("")));
+    let mut keys: Vec<(CompactString, CompactString)> = Vec::new();
+    for shard in shards {
+        let guard = lock(shard);
+        let lower = after.map_or(Bound::Unbounded, |(d, _)| Bound::Included(d));
+        for (device_id, record) in guard.devices.range::<str, _>((lower, Bound::Unbounded)) {
+            for (module_id, module) in &record.modules {
+                let key = (device_id.as_str(), module_id.as_str());
+                if after.is_some_and(|a| key <= a) {
+                    continue;
+                }
+                if (request.filter)(&TwinDocument::module(record, module)) {
+                    keys.push((device_id.clone(), module_id.clone()));
+                }
+            }
+        }
+    }
+    keys.sort_unstable();
+    for (device_id, module_id) in keys {
+        let Some(shard) = shards.get(crate::state::shard_index(&device_id)) else {
+            continue;
+        };
+        let guard = lock(shard);
+        let Some(record) = guard.devices.get(device_id.as_str()) else {
+            continue;
+        };
+        if let Some(module) = record.modules.get(module_id.as_str()) {
+            if visit(&TwinDocument::module(record, module)).is_break() {
+                return;
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::identity::{validate_id, DeviceIdentity, DeviceStatus};
 use twinhub_core::twin::Twin;
-use twinhub_core::{ErrorCode, HubError};
+use twinhub_core::{ErrorCode, HubError, Identity};
 
 /// Most devices `GET /devices` returns, and the most a bulk request may hold.
 pub const MAX_LIST: usize = 1000;
@@ -43,6 +43,18 @@ fn kicks_sessions(before: &DeviceIdentity, after: &DeviceIdentity) -> bool {
         || before.authentication != after.authentication
 }
 
+/// Closes the sessions of every module of `record`.
+pub(crate) fn module_kicks(record: &DeviceRecord) -> Vec<(String, DeviceEvent)> {
+    record
+        .modules
+        .values()
+        .map(|m| {
+            let id = Identity::module(m.identity.device_id.as_str(), m.identity.module_id.as_str());
+            (id.client_id(), DeviceEvent::Kick)
+        })
+        .collect()
+}
+
 impl Hub {
     /// `PUT /devices/{id}`: creates the device when `If-Match` is absent (409 if it
     /// exists), otherwise updates it (404 if missing, 412 on an etag mismatch).
@@ -65,10 +77,7 @@ impl Hub {
                 (None, IfMatch::Absent) => {
                     let identity = DeviceIdentity::create(device_id, body, &mut rng)?;
                     let json = identity.to_json();
-                    *slot = Some(DeviceRecord {
-                        identity,
-                        twin: Twin::new(now),
-                    });
+                    *slot = Some(DeviceRecord::new(identity, Twin::new(now)));
                     Ok(Effect::upsert(json, Vec::new()))
                 }
                 (None, _) => Err(HubError::device_not_found(device_id)),
@@ -80,13 +89,18 @@ impl Hub {
                     }
                     let mut updated = record.identity.clone();
                     updated.update(body, now, &mut rng)?;
-                    let events = if kicks_sessions(&record.identity, &updated) {
-                        vec![DeviceEvent::Kick]
-                    } else {
-                        Vec::new()
-                    };
+                    let mut effect = Effect::upsert(updated.to_json(), Vec::new());
+                    if kicks_sessions(&record.identity, &updated) {
+                        effect.events.push(DeviceEvent::Kick);
+                    }
+                    if updated.status == DeviceStatus::Disabled
+                        && record.identity.status != DeviceStatus::Disabled
+                    {
+                        // A disabled device's modules cannot connect either.
+                        effect.module_events = module_kicks(record);
+                    }
                     record.identity = updated;
-                    Ok(Effect::upsert(record.identity.to_json(), events))
+                    Ok(effect)
                 }
             }
         })
@@ -115,11 +129,13 @@ impl Hub {
                     "The etag of device '{device_id}' does not match If-Match."
                 )));
             }
+            let module_events = module_kicks(record);
             *slot = None;
             Ok(Effect {
                 value: (),
                 change: Change::Delete,
                 events: vec![DeviceEvent::Kick],
+                module_events,
             })
         })
         .await

@@ -69,7 +69,7 @@ pub(crate) fn load_sessions<S: Store>(
             .map_err(|e| StoreError::Corrupt(format!("session record '{key}': {e}")))?;
         let device = device_of(key);
         match shards.get_mut(shard_index(device)) {
-            Some(shard) if shard.devices.contains_key(device) => {
+            Some(shard) if shard.devices.get(device).is_some_and(|r| r.holds(key)) => {
                 shard.sessions.insert(key.to_owned(), session);
             }
             _ => orphans += 1,
@@ -129,8 +129,15 @@ impl Hub {
         let mut shard = self.shard(device_id);
         let mutation = match session {
             Some(session) => {
-                if !shard.devices.contains_key(device_id) {
-                    return Err(HubError::device_not_found(device_id));
+                let record = shard
+                    .devices
+                    .get(device_id)
+                    .ok_or_else(|| HubError::device_not_found(device_id))?;
+                if !record.holds(client_id) {
+                    return Err(HubError::new(
+                        ErrorCode::ModuleNotFound,
+                        format!("No identity '{client_id}' on device '{device_id}'."),
+                    ));
                 }
                 if shard.sessions.get(client_id) == Some(&session) {
                     return Ok(None);

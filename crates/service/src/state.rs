@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use twinhub_core::identity::DeviceIdentity;
+use twinhub_core::module::ModuleIdentity;
 use twinhub_core::policy::Policy;
 use twinhub_core::twin::Twin;
 use twinhub_core::{ErrorCode, HubError, Limits};
@@ -55,13 +56,73 @@ impl HubConfig {
     }
 }
 
-/// A device's identity and twin: the unit of storage and of locking.
+/// A device's identity and twin, with its modules': the unit of storage and of
+/// locking, so a device and its modules are written in one order and deleted
+/// together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     /// The registry entry.
     pub identity: DeviceIdentity,
     /// The twin.
     pub twin: Twin,
+    /// The device's modules by module id (stored only when there are any, so a
+    /// record without modules is stored as before modules existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<CompactString, ModuleRecord>,
+}
+
+/// A module's identity and twin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// The registry entry.
+    pub identity: ModuleIdentity,
+    /// The module twin.
+    pub twin: Twin,
+}
+
+impl DeviceRecord {
+    /// A new device's record: its identity and a fresh twin, no modules.
+    pub fn new(identity: DeviceIdentity, twin: Twin) -> Self {
+        Self {
+            identity,
+            twin,
+            modules: BTreeMap::new(),
+        }
+    }
+
+    /// The module `module_id`, or `ModuleNotFound`.
+    pub(crate) fn module(&self, module_id: &str) -> Result<&ModuleRecord, HubError> {
+        self.modules
+            .get(module_id)
+            .ok_or_else(|| module_not_found(&self.identity.device_id, module_id))
+    }
+
+    /// The module `module_id` for a write, or `ModuleNotFound`.
+    pub(crate) fn module_mut(&mut self, module_id: &str) -> Result<&mut ModuleRecord, HubError> {
+        let device_id = self.identity.device_id.clone();
+        self.modules
+            .get_mut(module_id)
+            .ok_or_else(|| module_not_found(&device_id, module_id))
+    }
+
+    /// Whether the identity a client id names (`{device}` or `{device}/{module}`)
+    /// is this record's device or one of its modules.
+    pub(crate) fn holds(&self, client_id: &str) -> bool {
+        match client_id.split_once('/') {
+            None => client_id == self.identity.device_id,
+            Some((device, module)) => {
+                device == self.identity.device_id && self.modules.contains_key(module)
+            }
+        }
+    }
+}
+
+/// `ModuleNotFound` for `device_id`/`module_id`.
+pub(crate) fn module_not_found(device_id: &str, module_id: &str) -> HubError {
+    HubError::new(
+        ErrorCode::ModuleNotFound,
+        format!("Module {module_id} on device {device_id} not found."),
+    )
 }
 
 #[derive(Default)]
@@ -115,11 +176,13 @@ pub(crate) enum Change {
 }
 
 /// The result of a write closure: the value for the caller, what to store, and
-/// the events to publish once it is durable.
+/// the events to publish once it is durable: the device's own, and those of its
+/// modules' identities, each addressed by client id (`{device}/{module}`).
 pub(crate) struct Effect<T> {
     pub(crate) value: T,
     pub(crate) change: Change,
     pub(crate) events: Vec<DeviceEvent>,
+    pub(crate) module_events: Vec<(String, DeviceEvent)>,
 }
 
 impl<T> Effect<T> {
@@ -128,6 +191,17 @@ impl<T> Effect<T> {
             value,
             change: Change::Upsert,
             events,
+            module_events: Vec::new(),
+        }
+    }
+
+    /// Nothing to store or publish.
+    pub(crate) fn unchanged(value: T) -> Self {
+        Self {
+            value,
+            change: Change::None,
+            events: Vec::new(),
+            module_events: Vec::new(),
         }
     }
 }
@@ -238,9 +312,14 @@ impl Hub {
                 },
             };
             let mut mutations = vec![mutation];
-            if slot_is_empty(&shard, device_id) {
-                // A deleted device's MQTT sessions go with it, in the same commit.
-                for key in crate::sessions::session_keys(&shard, device_id) {
+            // The MQTT sessions of a deleted device or module go with it, in the
+            // same commit.
+            for key in crate::sessions::session_keys(&shard, device_id) {
+                let gone = shard
+                    .devices
+                    .get(device_id)
+                    .is_none_or(|record| !record.holds(&key));
+                if gone {
                     shard.sessions.remove(&key);
                     mutations.push(Mutation::Delete {
                         space: Space::Sessions,
@@ -251,11 +330,14 @@ impl Hub {
             let (tx, rx) = oneshot::channel();
             let inner = Arc::clone(&self.inner);
             let id = device_id.to_owned();
-            let events = effect.events;
+            let (events, module_events) = (effect.events, effect.module_events);
             self.inner.committer.submit(mutations, move |result| {
                 let outcome = match result {
                     Ok(()) => {
                         inner.publish(&id, events);
+                        for (client_id, event) in module_events {
+                            inner.publish(&client_id, vec![event]);
+                        }
                         Ok(())
                     }
                     Err(e) => {
@@ -323,11 +405,6 @@ impl Hub {
     pub(crate) fn commit_stats(&self) -> twinhub_store::CommitStatsSnapshot {
         self.inner.committer.stats()
     }
-}
-
-/// Whether the device is absent from its shard (deleted by the write just made).
-fn slot_is_empty(shard: &Shard, device_id: &str) -> bool {
-    !shard.devices.contains_key(device_id)
 }
 
 pub(crate) fn storage_failed() -> HubError {

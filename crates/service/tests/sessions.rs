@@ -49,6 +49,10 @@ async fn sessions_survive_a_restart_and_go_with_their_device() {
     hub.save_session("d2", "d2", Some(session(&["$iothub/twin/res/#"])))
         .await
         .unwrap();
+    // A module's session is kept with its device too (the module must exist).
+    hub.put_module("d2", "m1", &json!({}), &IfMatch::Absent)
+        .await
+        .unwrap();
     hub.save_session("d2", "d2/m1", Some(session(&["$iothub/methods/POST/#"])))
         .await
         .unwrap();
