@@ -132,6 +132,28 @@ fn python_methods_websockets() {
     run_script_with(Lang::Python, "methods", &[("DEVICE_TRANSPORT", "ws")]);
 }
 
+/// `modules.js` / `modules.py`: module identities from the registry SDKs, module
+/// twins and methods through the device SDKs' module clients.
+#[test]
+fn node_modules_mqtt() {
+    run_script_with(Lang::Node, "modules", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn node_modules_websockets() {
+    run_script_with(Lang::Node, "modules", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
+#[test]
+fn python_modules_mqtt() {
+    run_script_with(Lang::Python, "modules", &[("DEVICE_TRANSPORT", "mqtt")]);
+}
+
+#[test]
+fn python_modules_websockets() {
+    run_script_with(Lang::Python, "modules", &[("DEVICE_TRANSPORT", "ws")]);
+}
+
 #[test]
 fn python_registry() {
     run_script(Lang::Python, "registry");
