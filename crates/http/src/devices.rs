@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::HashMap;
 use twinhub_core::policy::Permission;
-use twinhub_core::HubError;
+use twinhub_core::{HubError, Identity};
 use twinhub_service::Hub;
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update.
@@ -97,4 +97,81 @@ pub async fn bulk(
         StatusCode::BAD_REQUEST
     };
     Ok(json_response(status, &outcome.body))
+}
+
+/// The most identities one `POST /devices/keys/regenerate` may name (the Azure
+/// CLI sends batches of 1000).
+pub const MAX_KEY_ROTATIONS: usize = 1000;
+
+/// `POST /devices/keys/regenerate`: `{"policyKey": "primaryKey"|"secondaryKey"|"both",
+/// "devices": [{"id": d, "moduleId"?: m}, ...]}`. Answers 200 with the keys of
+/// every identity rotated and an error for each that was not.
+pub async fn regenerate_keys(
+    State(hub): State<Hub>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use twinhub_service::keys::KeySelection;
+    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
+    let body = read_json(body).await?;
+    let which = KeySelection::parse(body.get("policyKey").and_then(Value::as_str).ok_or_else(
+        || HubError::invalid("policyKey is required: primaryKey, secondaryKey or both."),
+    )?)?;
+    let items = body
+        .get("devices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| HubError::invalid("devices must be an array of {\"id\", \"moduleId\"}."))?;
+    if items.len() > MAX_KEY_ROTATIONS {
+        return Err(HubError::invalid(format!(
+            "At most {MAX_KEY_ROTATIONS} identities per request, this one names {}.",
+            items.len()
+        ))
+        .into());
+    }
+    let mut targets = Vec::with_capacity(items.len());
+    for item in items {
+        let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+        let device_id =
+            text("id").ok_or_else(|| HubError::invalid("Each device needs a string \"id\"."))?;
+        targets.push(match text("moduleId") {
+            Some(module_id) => Identity::module(device_id, module_id),
+            None => Identity::device(device_id),
+        });
+    }
+    let outcome = hub.regenerate_keys(which, &targets).await;
+    let with_ids = |identity: &Identity, mut entry: serde_json::Map<String, Value>| {
+        entry.insert("id".into(), Value::String(identity.device_id.clone()));
+        if let Some(m) = &identity.module_id {
+            entry.insert("moduleId".into(), Value::String(m.clone()));
+        }
+        Value::Object(entry)
+    };
+    let rotated: Vec<Value> = outcome
+        .rotated
+        .iter()
+        .map(|r| {
+            let mut entry = serde_json::Map::new();
+            entry.insert("primaryKey".into(), Value::String(r.primary_key.clone()));
+            entry.insert(
+                "secondaryKey".into(),
+                Value::String(r.secondary_key.clone()),
+            );
+            with_ids(&r.identity, entry)
+        })
+        .collect();
+    let errors: Vec<Value> = outcome
+        .errors
+        .iter()
+        .map(|(identity, e)| {
+            let mut entry = serde_json::Map::new();
+            entry.insert("errorCode".into(), Value::String(e.code.name().into()));
+            entry.insert("errorStatus".into(), Value::String(e.message.clone()));
+            with_ids(identity, entry)
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"policyKey": which.as_str(), "rotatedKeys": rotated, "errors": errors}),
+    ))
 }

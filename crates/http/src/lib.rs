@@ -38,6 +38,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/devices", get(devices::list).post(devices::bulk))
         .route("/devices/", get(devices::list))
         .route("/devices/query", post(twins::query))
+        .route("/devices/keys/regenerate", post(devices::regenerate_keys))
         .route(
             "/devices/{id}",
             put(devices::put).get(devices::get).delete(devices::delete),

@@ -122,6 +122,32 @@ pub fn identity(
         .map_err(|e| HubError::invalid(format!("Invalid path: {e}")).into())
 }
 
+/// Turns the encoded slashes of a request path (`/twins%2Fdev1`, the way IoT
+/// Explorer writes paths) into path separators before routing. Only `%2F` is
+/// decoded here: ids cannot contain `/`, so an encoded one can only be a
+/// separator, while every other escape is left for the router, which decodes
+/// each segment exactly once.
+pub fn decode_encoded_slashes<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let uri = request.uri();
+    let path = uri.path();
+    if !path.contains("%2F") && !path.contains("%2f") {
+        return request;
+    }
+    let decoded = path.replace("%2F", "/").replace("%2f", "/");
+    let rebuilt = match uri.query() {
+        Some(q) => format!("{decoded}?{q}"),
+        None => decoded,
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = rebuilt.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(new_uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = new_uri;
+        }
+    }
+    request
+}
+
 /// The `If-Match` header.
 pub fn if_match(headers: &HeaderMap) -> IfMatch {
     IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))

@@ -190,7 +190,10 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
+    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        app,
+        crate::request::decode_encoded_slashes,
+    ));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -12,6 +12,7 @@
 //! - `load`: the working state read from storage at start, decoded on every core.
 //! - [`registry`]: the identity registry (create, update, delete, list, bulk, statistics).
 //! - [`modules`]: module identities, kept in their device's record.
+//! - [`keys`]: bulk key rotation of devices and modules.
 //! - [`twins`]: twin reads and writes, for the service side and for devices.
 //! - [`auth`]: SAS-token authorization of service requests and device connections.
 //! - [`events`]: [`DeviceEvent`] fan-out to the live sessions of each device.
@@ -30,6 +31,7 @@ pub mod clock;
 mod document;
 pub mod events;
 mod index;
+pub mod keys;
 mod load;
 pub mod methods;
 pub mod metrics;
