@@ -75,6 +75,22 @@ enum Command {
         #[command(subcommand)]
         command: cli::DeviceTwinCommand,
     },
+    /// Module identities.
+    #[command(name = "module-identity")]
+    ModuleIdentity {
+        #[command(subcommand)]
+        command: cli::ModuleIdentityCommand,
+    },
+    /// Module twins.
+    #[command(name = "module-twin")]
+    ModuleTwin {
+        #[command(subcommand)]
+        command: cli::ModuleTwinCommand,
+    },
+    /// Invoke a direct method on a device (or, with --module-id, a module) and
+    /// print its answer.
+    #[command(name = "invoke-device-method", alias = "invoke-module-method")]
+    InvokeDeviceMethod(cli::InvokeMethodArgs),
     /// Run a twin query and print every row as a JSON array.
     Query(cli::QueryArgs),
     /// Print a SAS token for a device or a shared access policy.
@@ -108,6 +124,9 @@ fn main() -> ExitCode {
             }
             Command::DeviceIdentity { command } => cli::device_identity(&cli.global, command).await,
             Command::DeviceTwin { command } => cli::device_twin(&cli.global, command).await,
+            Command::ModuleIdentity { command } => cli::module_identity(&cli.global, command).await,
+            Command::ModuleTwin { command } => cli::module_twin(&cli.global, command).await,
+            Command::InvokeDeviceMethod(args) => cli::invoke_method(&cli.global, args).await,
             Command::Query(args) => cli::query(&cli.global, args).await,
             Command::GenerateSasToken(args) => cli::generate_sas_token(&cli.global, args).await,
             Command::Policy { command } => cli::policy(&cli.global, command).await,

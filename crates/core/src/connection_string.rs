@@ -48,6 +48,11 @@ pub fn device(host: &str, device_id: &str, key: &str) -> String {
     format!("HostName={host};DeviceId={device_id};SharedAccessKey={key}")
 }
 
+/// `HostName=..;DeviceId=..;ModuleId=..;SharedAccessKey=..`
+pub fn module(host: &str, device_id: &str, module_id: &str, key: &str) -> String {
+    format!("HostName={host};DeviceId={device_id};ModuleId={module_id};SharedAccessKey={key}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,10 +75,23 @@ pub enum DesiredUpdate {
 /// A twin response: status, reported version (PATCH), body.
 type Response = (u16, Option<i64>, Vec<u8>);
 
+/// A direct method request from the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodCall {
+    /// The method name.
+    pub name: String,
+    /// The request payload (`null` when the request had none).
+    pub payload: Value,
+}
+
+/// Answers direct method requests: the status and payload of the answer.
+pub type MethodHandler = Arc<dyn Fn(MethodCall) -> (i32, Value) + Send + Sync>;
+
 struct Shared {
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     next_rid: AtomicU64,
     last_desired_version: AtomicU64,
+    methods: Mutex<Option<MethodHandler>>,
 }
 
 /// A connected device.
@@ -91,6 +104,7 @@ pub struct DeviceClient {
 struct Credentials {
     host: String,
     device_id: String,
+    module_id: Option<String>,
     key: String,
     key_name: Option<String>,
 }
@@ -101,7 +115,10 @@ impl Credentials {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        let resource = format!("{}/devices/{}", self.host, self.device_id);
+        let resource = match &self.module_id {
+            Some(m) => format!("{}/devices/{}/modules/{m}", self.host, self.device_id),
+            None => format!("{}/devices/{}", self.host, self.device_id),
+        };
         sas::generate_token(
             &resource,
             &self.key,
@@ -115,7 +132,7 @@ impl Credentials {
         Username {
             host: &self.host,
             device_id: &self.device_id,
-            module_id: None,
+            module_id: self.module_id.as_deref(),
             api_version: Cow::Borrowed(API_VERSION),
             client_type: Cow::Borrowed(concat!("twinhub-sdk/", env!("CARGO_PKG_VERSION"))),
             model_id: None,
@@ -149,9 +166,9 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, SdkErr
 }
 
 impl DeviceClient {
-    /// Connects with a device connection string
-    /// (`HostName=..;DeviceId=..;SharedAccessKey=..`, optionally `GatewayHostName`
-    /// and `SharedAccessKeyName`). Returns the client and the stream of desired
+    /// Connects with a device or module connection string
+    /// (`HostName=..;DeviceId=..[;ModuleId=..];SharedAccessKey=..`, optionally
+    /// `GatewayHostName` and `SharedAccessKeyName`). Returns the client and the stream of desired
     /// updates; the connection is kept up, reconnecting, until the client and the
     /// stream are dropped.
     pub async fn connect(
@@ -168,11 +185,16 @@ impl DeviceClient {
         let creds = Credentials {
             host: field("HostName")?,
             device_id: field("DeviceId")?,
+            module_id: cs.get("ModuleId").map(str::to_owned),
             key: field("SharedAccessKey")?,
             key_name: cs.get("SharedAccessKeyName").map(str::to_owned),
         };
         let endpoint = cs.get("GatewayHostName").unwrap_or(&creds.host).to_owned();
-        let mut mqtt_options = MqttOptions::new(creds.device_id.clone(), endpoint, options.port);
+        let client_id = match &creds.module_id {
+            Some(m) => format!("{}/{m}", creds.device_id),
+            None => creds.device_id.clone(),
+        };
+        let mut mqtt_options = MqttOptions::new(client_id, endpoint, options.port);
         mqtt_options
             .set_keep_alive(options.keep_alive)
             .set_clean_session(false)
@@ -186,6 +208,7 @@ impl DeviceClient {
             pending: Mutex::new(HashMap::new()),
             next_rid: AtomicU64::new(1),
             last_desired_version: AtomicU64::new(0),
+            methods: Mutex::new(None),
         });
         // The first CONNACK decides whether the credentials work at all.
         loop {
@@ -265,6 +288,21 @@ impl DeviceClient {
         version.ok_or_else(|| SdkError::Protocol("the hub's 204 carried no $version".into()))
     }
 
+    /// Answers direct methods with `handler` from now on (replacing any earlier
+    /// one): subscribes to method requests, and answers each on the response
+    /// topic with the status and payload the handler returns. The handler runs on
+    /// the connection's task, so it should return quickly.
+    pub async fn on_methods(
+        &self,
+        handler: impl Fn(MethodCall) -> (i32, Value) + Send + Sync + 'static,
+    ) -> Result<(), SdkError> {
+        *lock(&self.shared.methods) = Some(Arc::new(handler));
+        self.mqtt
+            .subscribe(Filter::MethodRequests.to_filter(), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| SdkError::Transport(e.to_string()))
+    }
+
     /// Disconnects.
     pub async fn disconnect(&self) -> Result<(), SdkError> {
         self.mqtt
@@ -339,6 +377,9 @@ async fn drive(
                             return;
                         }
                     }
+                    Ok(HubTopic::MethodRequest { name, rid }) => {
+                        answer_method(&client, name, rid, &publish.payload);
+                    }
                     _ => {}
                 }
             }
@@ -372,6 +413,29 @@ async fn drive(
     }
 }
 
+/// Runs the method handler, if any, and publishes its answer (without one the
+/// request is dropped, and the caller times out, as with IoT Hub's SDKs).
+fn answer_method(client: &DeviceClient, name: &str, rid: &str, payload: &[u8]) {
+    let Some(handler) = lock(&client.shared.methods).clone() else {
+        return;
+    };
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+    };
+    let (status, answer) = handler(MethodCall {
+        name: name.to_owned(),
+        payload,
+    });
+    let topic = DeviceTopic::MethodResponse { status, rid }.to_topic();
+    let body = answer.to_string().into_bytes();
+    if let Err(e) = client.mqtt.try_publish(topic, QoS::AtMostOnce, false, body) {
+        tracing::warn!(error = %e, "cannot send a method answer");
+    }
+}
+
 /// After a reconnect: subscribe again if the hub lost the session, then fetch the
 /// twin and hand the application the full desired document if it moved.
 async fn resync(
@@ -380,7 +444,11 @@ async fn resync(
     resubscribe: bool,
 ) {
     if resubscribe {
-        for filter in [Filter::TwinResponses, Filter::DesiredPatches] {
+        let methods = lock(&client.shared.methods).is_some();
+        let filters = [Filter::TwinResponses, Filter::DesiredPatches]
+            .into_iter()
+            .chain(methods.then_some(Filter::MethodRequests));
+        for filter in filters {
             let _ = client
                 .mqtt
                 .subscribe(filter.to_filter(), QoS::AtLeastOnce)

@@ -11,6 +11,6 @@ pub mod device;
 pub mod error;
 pub mod service;
 
-pub use device::{DesiredUpdate, DeviceClient, DeviceOptions};
+pub use device::{DesiredUpdate, DeviceClient, DeviceOptions, MethodCall, MethodHandler};
 pub use error::SdkError;
 pub use service::ServiceClient;

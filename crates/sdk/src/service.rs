@@ -6,7 +6,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use twinhub_core::connection_string::ConnectionString;
-use twinhub_core::sas;
+use twinhub_core::method::{MethodRequest, MethodResponse};
+use twinhub_core::{sas, Identity};
 
 /// The api-version the official SDKs send.
 pub const API_VERSION: &str = "2021-04-12";
@@ -296,5 +297,120 @@ impl ServiceClient {
             rows.truncate(t);
         }
         Ok(rows)
+    }
+    /// Creates a module of `device_id` (`body` is a Module JSON; keys left empty
+    /// are generated).
+    pub async fn create_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        body: &Value,
+    ) -> Result<Value, SdkError> {
+        let rb = self
+            .request(Method::PUT, &module_path(device_id, module_id))?
+            .json(body);
+        self.json(rb).await
+    }
+
+    /// Updates a module; `etag` `None` means `"*"`.
+    pub async fn update_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        body: &Value,
+        etag: Option<&str>,
+    ) -> Result<Value, SdkError> {
+        let rb = self
+            .request(Method::PUT, &module_path(device_id, module_id))?
+            .json(body);
+        self.json(Self::with_etag(rb, Some(etag.unwrap_or("*"))))
+            .await
+    }
+
+    /// Reads a module.
+    pub async fn get_module(&self, device_id: &str, module_id: &str) -> Result<Value, SdkError> {
+        self.json(self.request(Method::GET, &module_path(device_id, module_id))?)
+            .await
+    }
+
+    /// Lists a device's modules.
+    pub async fn list_modules(&self, device_id: &str) -> Result<Value, SdkError> {
+        let path = format!("/devices/{}/modules", encode(device_id));
+        self.json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Deletes a module; `etag` `None` means `"*"`.
+    pub async fn delete_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        etag: Option<&str>,
+    ) -> Result<(), SdkError> {
+        let rb = self.request(Method::DELETE, &module_path(device_id, module_id))?;
+        self.send(Self::with_etag(rb, Some(etag.unwrap_or("*"))))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads the twin of a device or module.
+    pub async fn get_twin_of(&self, target: &Identity) -> Result<Value, SdkError> {
+        self.json(self.request(Method::GET, &twin_path(target))?)
+            .await
+    }
+
+    /// Merges `patch` into the twin of a device or module.
+    pub async fn update_twin_of(
+        &self,
+        target: &Identity,
+        patch: &Value,
+        etag: Option<&str>,
+    ) -> Result<Value, SdkError> {
+        let rb = self.request(Method::PATCH, &twin_path(target))?.json(patch);
+        self.json(Self::with_etag(rb, Some(etag.unwrap_or("*"))))
+            .await
+    }
+
+    /// Replaces the tags and desired properties of a device's or module's twin.
+    pub async fn replace_twin_of(
+        &self,
+        target: &Identity,
+        twin: &Value,
+        etag: Option<&str>,
+    ) -> Result<Value, SdkError> {
+        let rb = self.request(Method::PUT, &twin_path(target))?.json(twin);
+        self.json(Self::with_etag(rb, Some(etag.unwrap_or("*"))))
+            .await
+    }
+
+    /// Invokes a direct method on a device or module and waits for its answer
+    /// (the HTTP request lasts as long as both of the request's timeouts).
+    pub async fn invoke_method(
+        &self,
+        target: &Identity,
+        request: &MethodRequest,
+    ) -> Result<MethodResponse, SdkError> {
+        let wait =
+            u64::from(request.response_timeout_secs) + u64::from(request.connect_timeout_secs) + 30;
+        let rb = self
+            .request(Method::POST, &format!("{}/methods", twin_path(target)))?
+            .timeout(std::time::Duration::from_secs(wait))
+            .json(&request.to_json());
+        let body = self.json(rb).await?;
+        MethodResponse::from_json(&body).map_err(|e| SdkError::Protocol(e.message))
+    }
+}
+
+fn module_path(device_id: &str, module_id: &str) -> String {
+    format!(
+        "/devices/{}/modules/{}",
+        encode(device_id),
+        encode(module_id)
+    )
+}
+
+fn twin_path(target: &Identity) -> String {
+    match &target.module_id {
+        Some(m) => format!("/twins/{}/modules/{}", encode(&target.device_id), encode(m)),
+        None => format!("/twins/{}", encode(&target.device_id)),
     }
 }

@@ -6,6 +6,11 @@
 //! those verbs edit the data directory, and a running hub applies the change
 //! within a second.
 
+mod fleet;
+
+pub(crate) use fleet::{invoke_method, module_identity, module_twin};
+pub(crate) use fleet::{InvokeMethodArgs, ModuleIdentityCommand, ModuleTwinCommand};
+
 use crate::config::DataDir;
 use crate::Global;
 use clap::{Args, Subcommand};
@@ -47,15 +52,15 @@ impl KeyType {
         }
     }
 
-    /// This key of a device, from its registry JSON.
-    fn of_device<'d>(self, device: &'d Value, device_id: &str) -> Result<&'d str, String> {
+    /// This key of a device or module, from its registry JSON.
+    fn of_identity<'d>(self, device: &'d Value, device_id: &str) -> Result<&'d str, String> {
         let field = match self {
             Self::Primary => "primaryKey",
             Self::Secondary => "secondaryKey",
         };
         device["authentication"]["symmetricKey"][field]
             .as_str()
-            .ok_or_else(|| format!("device '{device_id}' has no symmetric key"))
+            .ok_or_else(|| format!("'{device_id}' has no symmetric key"))
     }
 }
 
@@ -492,7 +497,7 @@ pub(crate) async fn device_identity(
             let device = client.get_device(&device_id).await.map_err(err)?;
             let key = key_type
                 .unwrap_or(KeyType::Primary)
-                .of_device(&device, &device_id)?;
+                .of_identity(&device, &device_id)?;
             let host = client_host(global)?;
             println!("{}", connection_string::device(&host, &device_id, key));
             Ok(())
@@ -503,9 +508,11 @@ pub(crate) async fn device_identity(
             etag,
         } => {
             let device = client.get_device(&device_id).await.map_err(err)?;
-            let mut primary = KeyType::Primary.of_device(&device, &device_id)?.to_owned();
+            let mut primary = KeyType::Primary
+                .of_identity(&device, &device_id)?
+                .to_owned();
             let mut secondary = KeyType::Secondary
-                .of_device(&device, &device_id)?
+                .of_identity(&device, &device_id)?
                 .to_owned();
             which.apply(&mut primary, &mut secondary);
             let mut body = device.clone();
@@ -560,7 +567,7 @@ pub(crate) async fn generate_sas_token(
                 .get_device(device_id)
                 .await
                 .map_err(|e| e.to_string())?;
-            let key = which.of_device(&device, device_id)?;
+            let key = which.of_identity(&device, device_id)?;
             sas::generate_token(&format!("{host}/devices/{device_id}"), key, None, expiry)
         }
         None => {
@@ -598,16 +605,6 @@ fn policy_key(
 pub(crate) async fn device_twin(global: &Global, command: DeviceTwinCommand) -> Result<(), String> {
     let client = client(global)?;
     let err = |e: twinhub_sdk::SdkError| e.to_string();
-    let body = |desired: Option<String>, tags: Option<String>| -> Result<Value, String> {
-        let mut body = json!({});
-        if let Some(d) = desired {
-            body["properties"] = json!({"desired": parse_json_arg("desired", &d)?});
-        }
-        if let Some(t) = tags {
-            body["tags"] = parse_json_arg("tags", &t)?;
-        }
-        Ok(body)
-    };
     match command {
         DeviceTwinCommand::Show { device_id } => {
             print(&client.get_twin(&device_id).await.map_err(err)?)
@@ -621,7 +618,7 @@ pub(crate) async fn device_twin(global: &Global, command: DeviceTwinCommand) -> 
             if desired.is_none() && tags.is_none() {
                 return Err("give --desired and/or --tags".into());
             }
-            let patch = body(desired, tags)?;
+            let patch = twin_body(desired, tags)?;
             print(
                 &client
                     .update_twin(&device_id, &patch, etag.as_deref())
@@ -638,7 +635,7 @@ pub(crate) async fn device_twin(global: &Global, command: DeviceTwinCommand) -> 
         } => {
             let twin = match json {
                 Some(j) => parse_json_arg("json", &j)?,
-                None => body(desired, tags)?,
+                None => twin_body(desired, tags)?,
             };
             print(
                 &client
@@ -648,6 +645,18 @@ pub(crate) async fn device_twin(global: &Global, command: DeviceTwinCommand) -> 
             )
         }
     }
+}
+
+/// A twin body from `--desired` and `--tags` JSON arguments.
+fn twin_body(desired: Option<String>, tags: Option<String>) -> Result<Value, String> {
+    let mut body = json!({});
+    if let Some(d) = desired {
+        body["properties"] = json!({"desired": parse_json_arg("desired", &d)?});
+    }
+    if let Some(t) = tags {
+        body["tags"] = parse_json_arg("tags", &t)?;
+    }
+    Ok(body)
 }
 
 /// `twinhub query`.
