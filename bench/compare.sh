@@ -171,12 +171,17 @@ for n in $CONNECT_SIZES; do
   stop_mosquitto
 done
 
-log "desired at 1,000 patches/s and twin GETs"
+log "desired at 1,000 patches/s, twin GETs and direct methods"
 start_hub
 "$BENCH" --json "$RESULTS" desired "${HUB_ARGS[@]}" --prefix b- --devices 100 --rate 1000 \
   --seconds "$SECONDS_PER_RUN"
 "$BENCH" --json "$RESULTS" get "${HUB_ARGS[@]}" --prefix b- --devices 1000 --concurrency 32 \
   --seconds "$SECONDS_PER_RUN"
+log "direct methods at 1,000 and 3,000 calls/s over 100 devices"
+for rate in 1000 3000; do
+  "$BENCH" --json "$RESULTS" methods "${HUB_ARGS[@]}" --prefix b- --devices 100 --rate "$rate" \
+    --seconds "$SECONDS_PER_RUN"
+done
 stop_hub
 
 log "query with $QUERY_TWINS twins (loaded straight into a fresh database)"

@@ -159,6 +159,8 @@ enum Step {
     Complete(u8, Outcome),
     /// A desired-properties change event.
     Desired(i64, JsonSpec),
+    /// A direct method request event: name, request id, payload.
+    Method(String, String, JsonSpec),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -363,6 +365,9 @@ impl Harness {
                     assert_eq!(*s, self.session.subscriptions());
                 }
                 Action::Activity => {}
+                Action::MethodResponse { rid, .. } => {
+                    assert!(rid.len() <= 256, "an over-long $rid was handed over");
+                }
             }
             actions.push(action);
         }
@@ -415,7 +420,10 @@ impl Harness {
                 assert_eq!(device_id, self.identity.device_id);
                 assert_eq!(Some(module_id), self.identity.module_id.as_deref());
             }
-            Ok(HubTopic::MethodRequest { .. }) => {}
+            Ok(HubTopic::MethodRequest { .. }) => {
+                assert!(self.session.subscriptions().methods.is_some());
+                assert_eq!(p.qos, QoS::AtMostOnce, "method requests are QoS 0");
+            }
             Err(e) => panic!("SDKs cannot parse hub topic {:?}: {e}", p.topic),
         }
     }
@@ -693,6 +701,21 @@ impl Harness {
                     Err(Close::Congested) => false,
                     Err(e) => panic!("a backend answer closed the session: {e}"),
                 }
+            }
+            Step::Method(name, rid, payload) => {
+                // The hub only sends names and rids it validated or made.
+                let topic_safe = |s: &str| {
+                    !s.is_empty()
+                        && !s.contains(['/', '+', '#', '?', '&', '='])
+                        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+                };
+                if topic_safe(name) && topic_safe(rid) {
+                    let payload = payload.to_value().to_string();
+                    self.session
+                        .method_request(name, rid, &payload, at(self.now));
+                    self.drain();
+                }
+                true
             }
             Step::Desired(version, payload) => {
                 let result =

@@ -19,11 +19,14 @@
 //! - [`render`]: the results file as `docs/benchmarks.md`.
 //! - [`rest`]: the REST scenarios `get` and `desired` (the latter with devices
 //!   over MQTT).
+//! - [`methods`]: the `methods` scenario (direct method round trips to devices
+//!   over MQTT).
 
 mod device;
 mod fleet;
 mod hub;
 mod load;
+mod methods;
 mod mqtt;
 mod query;
 mod render;
@@ -233,6 +236,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Direct methods at a fixed rate to devices that answer at once; latency from
+    /// the REST request to the REST response carrying the device's answer.
+    Methods {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Plain QoS 1 publishes with W in flight per client, against any broker.
     MqttPublish {
         #[command(flatten)]
@@ -391,6 +406,25 @@ async fn run(cli: Cli) -> Result<Vec<report::Report>, String> {
             let hub = target.hub(devices).await?;
             Ok(vec![
                 rest::desired(
+                    &hub,
+                    &target.prefix,
+                    devices,
+                    rate,
+                    std::time::Duration::from_secs(seconds),
+                    &target.sources(),
+                )
+                .await?,
+            ])
+        }
+        Command::Methods {
+            target,
+            devices,
+            rate,
+            seconds,
+        } => {
+            let hub = target.hub(devices).await?;
+            Ok(vec![
+                methods::methods(
                     &hub,
                     &target.prefix,
                     devices,

@@ -230,8 +230,11 @@ fn connects(results: &[Value], out: &mut String, targets: &mut Vec<Target>) {
 
 /// Desired notifications, twin GETs and queries at a glance.
 fn service_side(results: &[Value], out: &mut String) {
-    out.push_str("\n## Service side: desired notifications, twin GETs, queries\n\nDesired: the notification is published by the committer at the moment the PATCH's caller is woken, so it usually reaches the device before the REST response reaches the service client; those samples count as 0 (1 µs). `REST request -> notification` is the end-to-end time.\n\n| scenario | figure | value |\n|---|---|---|\n");
-    let rows: [(&str, &str, &str); 14] = [
+    out.push_str("\n## Service side: direct methods, desired notifications, twin GETs, queries\n\nMethods: a REST invocation, delivered to a device over MQTT/TLS that answers at once, timed until the REST response with the answer. Desired: the notification is published by the committer at the moment the PATCH's caller is woken, so it usually reaches the device before the REST response reaches the service client; those samples count as 0 (1 µs). `REST request -> notification` is the end-to-end time.\n\n| scenario | figure | value |\n|---|---|---|\n");
+    let rows: [(&str, &str, &str); 17] = [
+        ("methods", "completed rate", "/s"),
+        ("methods", "invoke -> device -> answer p50", "ms"),
+        ("methods", "invoke -> device -> answer p99", "ms"),
         ("desired", "achieved patch rate", "/s"),
         ("desired", "REST response -> notification p50", "ms"),
         ("desired", "REST response -> notification p99", "ms"),
@@ -309,6 +312,23 @@ pub(crate) fn render(results: &[Value], command: &str, findings: &str) -> String
                 d["params"]["patches_per_s"]
             ),
             measured: figure(d, "REST response -> notification p99"),
+            unit: "ms",
+            bound: Some(5.0),
+            higher_is_better: false,
+        });
+    }
+    for m in find(results, "methods", &[]) {
+        let rate = m["params"]["invocations_per_s"].clone();
+        targets.push(Target {
+            what: format!("method round trip p50 at {rate} calls/s"),
+            measured: figure(m, "invoke -> device -> answer p50"),
+            unit: "ms",
+            bound: Some(1.0),
+            higher_is_better: false,
+        });
+        targets.push(Target {
+            what: format!("method round trip p99 at {rate} calls/s"),
+            measured: figure(m, "invoke -> device -> answer p99"),
             unit: "ms",
             bound: Some(5.0),
             higher_is_better: false,

@@ -2,6 +2,7 @@
 //! and module twins (fleet spec §2.1, §2.2).
 
 use crate::request::{authorize, id, identity, if_match, json_response, json_with_etag, read_json};
+use crate::twins::{self, TwinWrite};
 use crate::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -93,13 +94,8 @@ pub async fn patch_twin(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    let module = identity(path)?;
-    let body = read_json(body).await?;
-    Ok(json_with_etag(
-        &hub.patch_twin_of(&module, &body, &if_match(&headers))
-            .await?,
-    ))
+    let target = identity(path)?;
+    twins::write(&hub, target, TwinWrite::Patch, &uri, &headers, body).await
 }
 
 /// `PUT /twins/{id}/modules/{mid}`: replace tags and desired properties.
@@ -110,11 +106,6 @@ pub async fn replace_twin(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    let module = identity(path)?;
-    let body = read_json(body).await?;
-    Ok(json_with_etag(
-        &hub.replace_twin_of(&module, &body, &if_match(&headers))
-            .await?,
-    ))
+    let target = identity(path)?;
+    twins::write(&hub, target, TwinWrite::Replace, &uri, &headers, body).await
 }

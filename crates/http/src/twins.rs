@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::Value;
 use twinhub_core::policy::Permission;
-use twinhub_core::{ErrorCode, HubError};
+use twinhub_core::{ErrorCode, HubError, Identity};
 use twinhub_service::Hub;
 
 /// `GET /twins/{id}`.
@@ -20,7 +20,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    Ok(json_with_etag(&hub.get_twin(&id(path)?)?))
+    Ok(json_with_etag(&hub.twin(&Identity::device(id(path)?))?))
 }
 
 /// `PATCH /twins/{id}`: merge tags and desired properties.
@@ -31,13 +31,8 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    let device_id = id(path)?;
-    let body = read_json(body).await?;
-    Ok(json_with_etag(
-        &hub.patch_twin(&device_id, &body, &if_match(&headers))
-            .await?,
-    ))
+    let target = Identity::device(id(path)?);
+    write(&hub, target, TwinWrite::Patch, &uri, &headers, body).await
 }
 
 /// `PUT /twins/{id}`: replace tags and desired properties.
@@ -48,13 +43,37 @@ pub async fn replace(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
-    let device_id = id(path)?;
+    let target = Identity::device(id(path)?);
+    write(&hub, target, TwinWrite::Replace, &uri, &headers, body).await
+}
+
+/// Which service-side twin write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TwinWrite {
+    /// Merge (`PATCH`).
+    Patch,
+    /// Replace (`PUT`).
+    Replace,
+}
+
+/// A service-side write to the twin of a device or module: authorized, body
+/// read, answered with the whole twin and its etag.
+pub(crate) async fn write(
+    hub: &Hub,
+    target: Identity,
+    kind: TwinWrite,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(hub, headers, uri, &[Permission::ServiceConnect])?;
     let body = read_json(body).await?;
-    Ok(json_with_etag(
-        &hub.replace_twin(&device_id, &body, &if_match(&headers))
-            .await?,
-    ))
+    let condition = if_match(headers);
+    let twin = match kind {
+        TwinWrite::Patch => hub.patch_twin_of(&target, &body, &condition).await?,
+        TwinWrite::Replace => hub.replace_twin_of(&target, &body, &condition).await?,
+    };
+    Ok(json_with_etag(&twin))
 }
 
 /// `POST /devices/query`: one page of a twin query. `x-ms-item-type` is always

@@ -166,11 +166,7 @@ impl TwinSource for HubTwins<'_> {
             part.iter()
                 .map(|shard| {
                     let mut accumulator = init();
-                    if modules {
-                        scan_shard_modules(shard, |document| visit(&mut accumulator, document));
-                    } else {
-                        scan_shard(shard, |document| visit(&mut accumulator, document));
-                    }
+                    scan_shard(shard, modules, |document| visit(&mut accumulator, document));
                     accumulator
                 })
                 .collect()
@@ -198,8 +194,9 @@ impl TwinSource for HubTwins<'_> {
     }
 }
 
-/// Visits every twin of `shard` in key order, re-taking the lock every [`BATCH`].
-fn scan_shard(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
+/// Visits every device twin of `shard` in key order (or, with `modules`, every
+/// module twin of its devices), re-taking the lock every [`BATCH`] devices.
+fn scan_shard(shard: &Mutex<Shard>, modules: bool, mut visit: impl FnMut(&dyn Document)) {
     let mut after: Option<String> = None;
     loop {
         let guard = lock(shard);
@@ -211,32 +208,12 @@ fn scan_shard(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
             .range::<str, _>((lower, Bound::Unbounded))
             .take(BATCH)
         {
-            visit(&TwinDocument::new(record));
-            seen += 1;
-            last = Some(key);
-        }
-        if seen < BATCH {
-            return;
-        }
-        after = last.map(CompactString::to_string);
-    }
-}
-
-/// Visits every module twin of `shard`, re-taking the lock every [`BATCH`] devices.
-fn scan_shard_modules(shard: &Mutex<Shard>, mut visit: impl FnMut(&dyn Document)) {
-    let mut after: Option<String> = None;
-    loop {
-        let guard = lock(shard);
-        let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut seen = 0;
-        let mut last = None;
-        for (key, record) in guard
-            .devices
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take(BATCH)
-        {
-            for module in record.modules.values() {
-                visit(&TwinDocument::module(record, module));
+            if modules {
+                for module in record.modules.values() {
+                    visit(&TwinDocument::module(record, module));
+                }
+            } else {
+                visit(&TwinDocument::new(record));
             }
             seen += 1;
             last = Some(key);
