@@ -78,6 +78,7 @@ pub(crate) async fn methods(
                     }
                 }
                 client.flush().await?;
+                // One write may carry several answers.
                 answered += 1;
             }
             client.disconnect().await;
@@ -173,7 +174,7 @@ pub(crate) async fn methods(
         .figure("offered rate", total as f64 / offered.as_secs_f64(), "/s")
         .figure("completed rate", ok as f64 / completed.as_secs_f64(), "/s")
         .figure("errors", errors as f64, "")
-        .figure("device answers", answered as f64, "")
+        .figure("device answer writes", answered as f64, "")
         .latency("invoke -> device -> answer", &latency);
     Ok(report)
 }
