@@ -7,7 +7,7 @@
 //! or a plain broker (anonymous clients); both scenarios that can run against
 //! either do exactly the same socket work apart from topics and credentials.
 
-use crate::fleet::{device_id, device_key, progress, reported_patch};
+use crate::fleet::{device_id, device_key, module_id, progress, reported_patch};
 use crate::hub::{rss_kib, CpuMeter, HubAccess};
 use crate::mqtt::{Client, Credentials, Packet};
 use crate::report::{Latency, Report};
@@ -22,8 +22,13 @@ use twinhub_core::topic::HubTopic;
 /// Who the clients connect to.
 #[derive(Clone)]
 pub(crate) enum Target {
-    /// A Twinhub: each client is a registered device with its own SAS token.
-    Twinhub { hub: HubAccess, prefix: String },
+    /// A Twinhub: each client is a registered device with its own SAS token, or,
+    /// with `modules` > 0, module `m{i % modules}` of device `i / modules`.
+    Twinhub {
+        hub: HubAccess,
+        prefix: String,
+        modules: usize,
+    },
     /// Any MQTT broker with TLS and anonymous access.
     Broker {
         addr: SocketAddr,
@@ -62,19 +67,34 @@ impl Target {
 
     fn credentials(&self, i: usize) -> Result<Credentials, String> {
         match self {
-            Self::Twinhub { hub, prefix } => {
-                let id = device_id(prefix, i);
+            Self::Twinhub {
+                hub,
+                prefix,
+                modules,
+            } => {
+                // A module's id and key: module `m{i % modules}` of device
+                // `i / modules`, keyed like client `i`.
+                let (client_id, resource) = match *modules {
+                    0 => {
+                        let id = device_id(prefix, i);
+                        (id.clone(), format!("devices/{id}"))
+                    }
+                    n => {
+                        let (d, m) = (device_id(prefix, i / n), module_id(i % n));
+                        (format!("{d}/{m}"), format!("devices/{d}/modules/{m}"))
+                    }
+                };
                 let password = generate_token(
-                    &format!("{}/devices/{id}", hub.host),
+                    &format!("{}/{resource}", hub.host),
                     &device_key(i),
                     None,
                     crate::hub::unix_now() + 24 * 3600,
                 )
                 .ok_or("device key is not base64")?;
                 Ok(Credentials {
-                    username: Some(format!("{}/{id}/?api-version=2021-04-12", hub.host)),
+                    username: Some(format!("{}/{client_id}/?api-version=2021-04-12", hub.host)),
                     password: Some(password),
-                    client_id: id,
+                    client_id,
                 })
             }
             Self::Broker { .. } => Ok(Credentials {
@@ -189,6 +209,11 @@ pub(crate) async fn connect(
         .param("target", target.name())
         .param("clients", n as u64)
         .param("concurrent_handshakes", concurrency as u64);
+    if let Target::Twinhub { modules, .. } = target {
+        if *modules > 0 {
+            report.param("modules_per_device", *modules as u64);
+        }
+    }
     let before = server_pid.map(rss_kib).transpose()?;
     let cpu = CpuMeter::start(server_pid)?;
     let (clients, latency, failures, elapsed) =

@@ -23,6 +23,67 @@ pub(crate) fn device_id(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:07}")
 }
 
+/// The id of a device's module `k` (the bench's module fleets).
+pub(crate) fn module_id(k: usize) -> String {
+    format!("m{k}")
+}
+
+/// Creates modules `0..per_device` on devices `0..devices`: client `i` of a module
+/// fleet is module `i % per_device` of device `i / per_device`, with client `i`'s
+/// key. `parallel` requests at a time; modules that exist already are fine.
+pub(crate) async fn create_modules(
+    hub: &HubAccess,
+    prefix: &str,
+    devices: usize,
+    per_device: usize,
+    parallel: usize,
+) -> Result<Duration, String> {
+    let client = hub.http_client(parallel)?;
+    let total = devices * per_device;
+    let bar = progress(total, "modules");
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..parallel.max(1) {
+        let (client, hub, bar, next) = (client.clone(), hub.clone(), bar.clone(), next.clone());
+        let prefix = prefix.to_owned();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), String>(());
+                }
+                let (d, m) = (
+                    device_id(&prefix, i / per_device),
+                    module_id(i % per_device),
+                );
+                let response = client
+                    .put(format!(
+                        "{}/devices/{d}/modules/{m}?api-version=2021-04-12",
+                        hub.base_url()
+                    ))
+                    .header("Authorization", hub.owner_token()?)
+                    .json(&identity_body(i))
+                    .send()
+                    .await
+                    .map_err(|e| format!("PUT module: {e:#}"))?;
+                let status = response.status();
+                // 409: a rerun over the same fleet.
+                if !status.is_success() && status.as_u16() != 409 {
+                    let text = response.text().await.unwrap_or_default();
+                    return Err(format!("PUT /devices/{d}/modules/{m}: {status}: {text}"));
+                }
+                bar.inc(1);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| e.to_string())??;
+    }
+    bar.finish_and_clear();
+    Ok(started.elapsed())
+}
+
 /// Device `i`'s primary symmetric key: 32 bytes from a generator seeded by `i`.
 pub(crate) fn device_key(i: usize) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7717_b0b0_0000_0000 ^ i as u64);

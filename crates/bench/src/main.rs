@@ -94,6 +94,10 @@ struct TargetArgs {
     /// Create the devices on the hub first (bulk REST; existing ones are kept).
     #[arg(long)]
     create: bool,
+    /// Connect as modules instead of devices: this many modules a device, client
+    /// `i` being module `m{i % N}` of device `i / N` (created with --create).
+    #[arg(long, default_value_t = 0)]
+    modules: usize,
     /// Spread client sockets over this many source addresses from 127.0.0.2
     /// (one address runs out of ephemeral ports near 28k connections).
     #[arg(long, default_value_t = 8)]
@@ -112,16 +116,36 @@ impl TargetArgs {
                     self.mqtts_port,
                 )?;
                 if self.create {
-                    let took = fleet::create_devices(&hub, &self.prefix, devices, 4).await?;
+                    let device_count = match self.modules {
+                        0 => devices,
+                        n => devices.div_ceil(n),
+                    };
+                    let took = fleet::create_devices(&hub, &self.prefix, device_count, 4).await?;
                     eprintln!(
-                        "created {devices} devices in {:.1} s ({:.0}/s)",
+                        "created {device_count} devices in {:.1} s ({:.0}/s)",
                         took.as_secs_f64(),
-                        devices as f64 / took.as_secs_f64()
+                        device_count as f64 / took.as_secs_f64()
                     );
+                    if self.modules > 0 {
+                        let took = fleet::create_modules(
+                            &hub,
+                            &self.prefix,
+                            device_count,
+                            self.modules,
+                            8,
+                        )
+                        .await?;
+                        eprintln!(
+                            "created {} modules in {:.1} s",
+                            device_count * self.modules,
+                            took.as_secs_f64()
+                        );
+                    }
                 }
                 Ok(device::Target::Twinhub {
                     hub,
                     prefix: self.prefix.clone(),
+                    modules: self.modules,
                 })
             }
             (None, Some(port)) => {

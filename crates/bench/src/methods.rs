@@ -32,6 +32,7 @@ pub(crate) async fn methods(
     let target = Target::Twinhub {
         hub: hub.clone(),
         prefix: prefix.to_owned(),
+        modules: 0,
     };
     let tls = hub.tls_config()?;
     let stop = Arc::new(tokio::sync::Notify::new());

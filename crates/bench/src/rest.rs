@@ -130,6 +130,7 @@ pub(crate) async fn desired(
     let target = Target::Twinhub {
         hub: hub.clone(),
         prefix: prefix.to_owned(),
+        modules: 0,
     };
     let tls = hub.tls_config()?;
     let timings: Arc<Mutex<HashMap<(usize, u64), Timing>>> = Arc::default();
