@@ -23,15 +23,15 @@ fn request(name: &str, payload: Value, response: u32, connect: u32) -> MethodReq
     }
 }
 
-async fn hub_with(devices: &[&str]) -> (Hub, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (hub, _committer) = common::open(dir.path());
+/// Method calls store nothing: the hub runs on an in-memory store.
+async fn hub_with(devices: &[&str]) -> (Hub, twinhub_store::MemoryStore) {
+    let (hub, store) = common::open_in_memory();
     for d in devices {
         hub.put_device(d, &json!({}), &IfMatch::Absent)
             .await
             .unwrap();
     }
-    (hub, dir)
+    (hub, store)
 }
 
 /// What a device's session does with a request: the name, rid and payload.
@@ -44,7 +44,8 @@ async fn next_request(watch: &mut DeviceWatch) -> (String, String, String) {
 
 #[tokio::test]
 async fn a_ready_device_gets_the_request_and_its_answer_reaches_the_caller() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, store) = hub_with(&["d1"]).await;
+    let commits = store.commits();
     let d1 = Identity::device("d1");
     let mut watch = hub.watch("d1");
     hub.methods_ready(&d1, true);
@@ -96,11 +97,12 @@ async fn a_ready_device_gets_the_request_and_its_answer_reaches_the_caller() {
     let answer = caller.await.unwrap().unwrap();
     assert_eq!((answer.status, answer.payload), (404, json!("not json")));
     assert_eq!(hub.metrics().methods_invoked, 2);
+    assert_eq!(store.commits(), commits, "a method call wrote to storage");
 }
 
 #[tokio::test]
 async fn unknown_targets_are_not_found() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, _store) = hub_with(&["d1"]).await;
     let call = request("m", Value::Null, 30, 0);
     let err = hub
         .invoke_method(&Identity::device("ghost"), &call)
@@ -121,7 +123,7 @@ async fn unknown_targets_are_not_found() {
 
 #[tokio::test(start_paused = true)]
 async fn an_offline_or_unsubscribed_device_is_not_online() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, _store) = hub_with(&["d1"]).await;
     let d1 = Identity::device("d1");
     let _watch = hub.watch("d1");
     let err = hub
@@ -146,7 +148,7 @@ async fn an_offline_or_unsubscribed_device_is_not_online() {
 
 #[tokio::test(start_paused = true)]
 async fn a_device_that_connects_within_the_connect_timeout_gets_the_call() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, _store) = hub_with(&["d1"]).await;
     let d1 = Identity::device("d1");
     let caller = {
         let hub = hub.clone();
@@ -169,7 +171,7 @@ async fn a_device_that_connects_within_the_connect_timeout_gets_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_device_that_never_answers_times_out_with_504() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, _store) = hub_with(&["d1"]).await;
     let d1 = Identity::device("d1");
     let mut watch = hub.watch("d1");
     hub.methods_ready(&d1, true);
@@ -195,7 +197,7 @@ async fn a_device_that_never_answers_times_out_with_504() {
 
 #[tokio::test]
 async fn a_caller_that_goes_away_leaves_no_pending_call() {
-    let (hub, _dir) = hub_with(&["d1"]).await;
+    let (hub, _store) = hub_with(&["d1"]).await;
     let d1 = Identity::device("d1");
     let mut watch = hub.watch("d1");
     hub.methods_ready(&d1, true);

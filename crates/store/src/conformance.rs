@@ -34,6 +34,8 @@ pub fn run_all<S: Store>(open: impl Fn(&Path) -> Result<S, StoreError>) {
     spaces_are_separate(&open);
     commits_survive_reopen(&open);
     load_is_in_key_order(&open);
+    load_each_streams_what_load_returns(&open);
+    batches_apply_in_order_last_write_wins(&open);
     integrity_check_passes_on_a_healthy_store(&open);
 }
 
@@ -93,6 +95,53 @@ fn load_is_in_key_order<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>
         keys(&s.load(Space::Devices).expect("load")),
         ["B", "a", "b", "m", "z"]
     );
+}
+
+fn load_each_streams_what_load_returns<S: Store>(open: &impl Fn(&Path) -> Result<S, StoreError>) {
+    let (_dir, mut s) = fresh(open);
+    let batch: Vec<Mutation> = ["b", "a", "c"]
+        .iter()
+        .map(|k| put(Space::Sessions, k, &format!("value of {k}")))
+        .collect();
+    s.commit(&batch).expect("commit");
+    let mut streamed = Vec::new();
+    s.load_each(Space::Sessions, &mut |k, v| {
+        streamed.push((k.to_owned(), v.to_vec()));
+        Ok(())
+    })
+    .expect("load_each");
+    assert_eq!(streamed, s.load(Space::Sessions).expect("load"));
+    assert_eq!(keys(&streamed), ["a", "b", "c"]);
+    // The visitor's error stops the walk at once and is returned.
+    let mut seen = 0;
+    let stopped = s.load_each(Space::Sessions, &mut |_, _| {
+        seen += 1;
+        Err(StoreError::Stopped)
+    });
+    assert!(matches!(stopped, Err(StoreError::Stopped)));
+    assert_eq!(seen, 1);
+}
+
+fn batches_apply_in_order_last_write_wins<S: Store>(
+    open: &impl Fn(&Path) -> Result<S, StoreError>,
+) {
+    let (_dir, mut s) = fresh(open);
+    // Within one batch, later mutations of a key win, as in the committer's
+    // groups of several writes to one device.
+    s.commit(&[
+        put(Space::Devices, "k", "1"),
+        del(Space::Devices, "k"),
+        put(Space::Devices, "k", "2"),
+        put(Space::Devices, "gone", "x"),
+        del(Space::Devices, "gone"),
+    ])
+    .expect("commit");
+    assert_eq!(
+        s.load(Space::Devices).expect("load"),
+        vec![("k".to_string(), b"2".to_vec())]
+    );
+    // An empty batch is a valid commit.
+    s.commit(&[]).expect("empty commit");
 }
 
 fn integrity_check_passes_on_a_healthy_store<S: Store>(

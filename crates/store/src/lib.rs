@@ -11,18 +11,22 @@
 //! - [`committer`]: [`Committer`], the single writer thread that turns many
 //!   concurrent writes into one transaction and one fsync (group commit).
 //! - [`sqlite`]: [`SqliteStore`], the embedded default (WAL, `synchronous=FULL`).
+//! - [`memory`]: [`MemoryStore`], records in memory, for tests of the layers above
+//!   (it can also be told to refuse commits).
 //! - [`conformance`] (feature `conformance`): the test kit every backend must pass.
 
 pub mod committer;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod memory;
 pub mod sqlite;
 
 pub use committer::{CommitStatsSnapshot, Committer};
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// Which keyspace a record lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Space {
     /// Device records (identity and twin), keyed by device id.
     Devices,

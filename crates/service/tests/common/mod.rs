@@ -23,3 +23,16 @@ pub fn open_with(
 pub fn open(dir: &std::path::Path) -> (Hub, std::thread::JoinHandle<()>) {
     open_with(dir, default_policies(&mut rand::rngs::OsRng))
 }
+
+/// A hub on an in-memory store (no files, no fsync) with freshly keyed default
+/// policies; the store is returned so a test can reopen on it or make it fail.
+pub fn open_in_memory() -> (Hub, twinhub_store::MemoryStore) {
+    let store = twinhub_store::MemoryStore::new();
+    let config = HubConfig {
+        host_names: vec!["h.local".into()],
+        limits: Default::default(),
+        policies: default_policies(&mut rand::rngs::OsRng),
+    };
+    let (hub, _committer) = Hub::open(config, store.clone()).unwrap();
+    (hub, store)
+}
