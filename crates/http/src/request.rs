@@ -165,6 +165,6 @@ pub fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let path = percent_decode_str(uri.path()).decode_utf8_lossy();
-    hub.authorize_service(authorization, &path, needs, twinhub_service::clock::now())
+    hub.authorize_service(authorization, &path, needs, hub.now())
         .map_err(ApiError::from)
 }

@@ -24,7 +24,8 @@
 //! - [`sessions`]: stored MQTT sessions (clean-session-0 subscriptions), kept with
 //!   their device and written through the committer.
 //! - [`metrics`]: the service layer's counters for `GET /metrics`.
-//! - [`clock`]: the wall clock, read only here.
+//! - [`clock`]: where the hub's time comes from ([`clock::Clock`]: the wall clock, or a
+//!   manual one in tests).
 
 pub mod auth;
 pub mod clock;

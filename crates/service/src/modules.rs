@@ -2,7 +2,6 @@
 //! their device's record. Creating a module creates its twin; deleting one
 //! deletes its twin and stored MQTT session and closes its connection.
 
-use crate::clock;
 use crate::events::DeviceEvent;
 use crate::state::{module_not_found, Change, Effect, Hub, ModuleRecord};
 use serde_json::Value;
@@ -34,7 +33,7 @@ impl Hub {
         if_match: &IfMatch,
     ) -> Result<Value, HubError> {
         validate_module_id(module_id)?;
-        let now = clock::now();
+        let now = self.now();
         let client_id = Identity::module(device_id, module_id).client_id();
         self.write(device_id, |slot| {
             let record = slot

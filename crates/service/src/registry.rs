@@ -1,6 +1,5 @@
 //! The identity registry: devices with keys, status, etags and generation ids.
 
-use crate::clock;
 use crate::events::DeviceEvent;
 use crate::state::{lock, Change, DeviceRecord, Effect, Hub};
 use serde_json::{json, Map, Value};
@@ -65,7 +64,7 @@ impl Hub {
         if_match: &IfMatch,
     ) -> Result<Value, HubError> {
         validate_id(device_id, "device id")?;
-        let now = clock::now();
+        let now = self.now();
         let if_match = if_match.clone();
         self.write(device_id, move |slot| {
             let mut rng = rand::rngs::OsRng;

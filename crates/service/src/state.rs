@@ -12,6 +12,7 @@
 //! write a little before it is acknowledged, never after a failure is reported for
 //! it: after a storage failure the hub refuses every further write (fail-stop).
 
+use crate::clock::{Clock, SystemClock};
 use crate::events::{DeviceEvent, Watchers};
 use crate::index::Indexes;
 use crate::metrics::Counters;
@@ -29,7 +30,7 @@ use twinhub_core::identity::DeviceIdentity;
 use twinhub_core::module::ModuleIdentity;
 use twinhub_core::policy::Policy;
 use twinhub_core::twin::Twin;
-use twinhub_core::{ErrorCode, HubError, Limits};
+use twinhub_core::{ErrorCode, HubError, Limits, Timestamp};
 use twinhub_store::{Committer, Mutation, Space, Store, StoreError};
 
 /// Number of shards. A power of two well above the core count keeps lock
@@ -146,6 +147,7 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) policies: crate::auth::Policies,
     pub(crate) methods: crate::methods::Methods,
+    clock: Arc<dyn Clock>,
 }
 
 impl Inner {
@@ -212,7 +214,16 @@ impl Hub {
     /// committed; join it on shutdown.
     pub fn open<S: Store>(
         config: HubConfig,
+        store: S,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        Self::open_with_clock(config, store, Arc::new(SystemClock))
+    }
+
+    /// [`Hub::open`] with the time read from `clock` instead of the wall clock.
+    pub fn open_with_clock<S: Store>(
+        config: HubConfig,
         mut store: S,
+        clock: Arc<dyn Clock>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let mut shards = crate::load::load_shards(&mut store, SHARDS)?;
         crate::sessions::load_sessions(&mut store, &mut shards)?;
@@ -227,6 +238,7 @@ impl Hub {
             closing: AtomicBool::new(false),
             counters: Counters::default(),
             methods: crate::methods::Methods::default(),
+            clock,
         };
         Ok((
             Self {
@@ -239,6 +251,11 @@ impl Hub {
     /// The hub's configuration.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// The current time, from the hub's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     pub(crate) fn shard(&self, device_id: &str) -> MutexGuard<'_, Shard> {

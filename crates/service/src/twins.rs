@@ -3,7 +3,6 @@
 //! record (one lock, one stored row), but its events are addressed to the
 //! module's own identity, never to the device's.
 
-use crate::clock;
 use crate::events::{DeviceEvent, DeviceWatch};
 use crate::state::{DeviceRecord, Effect, Hub};
 use serde_json::Value;
@@ -127,7 +126,7 @@ impl Hub {
         if_match: &IfMatch,
         apply: impl FnOnce(&mut Twin, Timestamp, &Limits) -> Result<ServiceWriteOutcome, HubError>,
     ) -> Result<Value, HubError> {
-        let now = clock::now();
+        let now = self.now();
         let limits = self.config().limits;
         self.write(&target.device_id, |slot| {
             let record = slot
@@ -191,7 +190,7 @@ impl Hub {
         patch: &Value,
         expected_version: Option<i64>,
     ) -> Result<i64, HubError> {
-        let now = clock::now();
+        let now = self.now();
         let limits = self.config().limits;
         self.write(&identity.device_id, |slot| {
             let record = slot
