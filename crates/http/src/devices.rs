@@ -1,15 +1,15 @@
 //! `/devices`: the identity registry.
 
-use crate::request::{authorize, id, if_match, json_response, json_with_etag, read_json};
+use crate::request::{id, if_match, json_response, json_with_etag, read_json};
+use crate::request::{Authorized, RegistryRead, RegistryWrite};
 use crate::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::HashMap;
-use twinhub_core::policy::Permission;
 use twinhub_core::{HubError, Identity};
 use twinhub_service::Hub;
 
@@ -17,11 +17,10 @@ use twinhub_service::Hub;
 pub async fn put(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
+    _: Authorized<RegistryWrite>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let device_id = id(path)?;
     let body = read_json(body).await?;
     let device = hub
@@ -34,10 +33,8 @@ pub async fn put(
 pub async fn get(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryRead>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryRead])?;
     Ok(json_with_etag(&hub.get_device(&id(path)?)?))
 }
 
@@ -45,10 +42,9 @@ pub async fn get(
 pub async fn delete(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
+    _: Authorized<RegistryWrite>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     hub.delete_device(&id(path)?, &if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -57,10 +53,8 @@ pub async fn delete(
 pub async fn list(
     State(hub): State<Hub>,
     Query(params): Query<HashMap<String, String>>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryRead>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryRead])?;
     let top = match params.get("top") {
         None => None,
         Some(t) => Some(t.parse::<usize>().map_err(|_| {
@@ -77,11 +71,9 @@ pub async fn list(
 /// 400 with the per-item errors otherwise.
 pub async fn bulk(
     State(hub): State<Hub>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryWrite>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let body = read_json(body).await?;
     let outcome = hub.bulk(&body).await.map_err(|e| {
         let mut members = serde_json::Map::new();
@@ -108,12 +100,10 @@ pub const MAX_KEY_ROTATIONS: usize = 1000;
 /// every identity rotated and an error for each that was not.
 pub async fn regenerate_keys(
     State(hub): State<Hub>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryWrite>,
     body: Body,
 ) -> Result<Response, ApiError> {
     use twinhub_service::keys::KeySelection;
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let body = read_json(body).await?;
     let which = KeySelection::parse(body.get("policyKey").and_then(Value::as_str).ok_or_else(
         || HubError::invalid("policyKey is required: primaryKey, secondaryKey or both."),

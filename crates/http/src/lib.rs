@@ -5,8 +5,9 @@
 //!   with `tower::ServiceExt::oneshot`.
 //! - [`error`]: [`ApiError`], the one place where domain errors become HTTP
 //!   responses (IoT Hub's `{"Message":"ErrorCode:..."}` body and `iothub-errorcode`).
-//! - [`request`]: extracting what handlers need — JSON bodies, decoded ids,
-//!   `If-Match`, authorization — with IoT Hub's errors on bad input.
+//! - [`request`]: extracting what handlers need — [`request::Authorized`] (the SAS
+//!   check, an extractor that runs before the body is read), JSON bodies, decoded
+//!   ids, `If-Match` — with IoT Hub's errors on bad input.
 //! - [`devices`], [`modules`], [`twins`], [`methods`], [`statistics`]: the handlers.
 //! - [`websocket`]: MQTT over WebSockets at `/$iothub/websocket`, handed to the
 //!   MQTT endpoint.

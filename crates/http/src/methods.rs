@@ -1,15 +1,15 @@
 //! `POST /twins/{id}/methods` and `POST /twins/{id}/modules/{mid}/methods`:
 //! direct methods (fleet spec §1).
 
-use crate::request::{authorize, json_response, read_json};
+use crate::request::{json_response, read_json};
+use crate::request::{Authorized, ServiceConnect};
 use crate::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use twinhub_core::method::MethodRequest;
-use twinhub_core::policy::Permission;
 use twinhub_core::Identity;
 use twinhub_service::Hub;
 
@@ -17,11 +17,9 @@ use twinhub_service::Hub;
 pub async fn device(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<ServiceConnect>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     let device_id = crate::request::id(path)?;
     invoke(&hub, Identity::device(device_id), body).await
 }
@@ -30,11 +28,9 @@ pub async fn device(
 pub async fn module(
     State(hub): State<Hub>,
     path: Result<Path<(String, String)>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<ServiceConnect>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     invoke(&hub, crate::request::identity(path)?, body).await
 }
 

@@ -1,16 +1,16 @@
 //! `/devices/{id}/modules` and `/twins/{id}/modules/{mid}`: module identities
 //! and module twins (fleet spec §2.1, §2.2).
 
-use crate::request::{authorize, id, identity, if_match, json_response, json_with_etag, read_json};
+use crate::request::{id, identity, if_match, json_response, json_with_etag, read_json};
+use crate::request::{Authorized, RegistryRead, RegistryWrite, ServiceConnect};
 use crate::twins::{self, TwinWrite};
 use crate::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use twinhub_core::policy::Permission;
 use twinhub_service::Hub;
 
 type Ids = Result<Path<(String, String)>, PathRejection>;
@@ -19,11 +19,10 @@ type Ids = Result<Path<(String, String)>, PathRejection>;
 pub async fn put(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
+    _: Authorized<RegistryWrite>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let module = identity(path)?;
     let body = read_json(body).await?;
     let module_id = module.module_id.as_deref().unwrap_or_default();
@@ -37,10 +36,8 @@ pub async fn put(
 pub async fn get(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryRead>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryRead])?;
     let module = identity(path)?;
     let module_id = module.module_id.as_deref().unwrap_or_default();
     Ok(json_with_etag(
@@ -52,10 +49,9 @@ pub async fn get(
 pub async fn delete(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
+    _: Authorized<RegistryWrite>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryWrite])?;
     let module = identity(path)?;
     let module_id = module.module_id.as_deref().unwrap_or_default();
     hub.delete_module(&module.device_id, module_id, &if_match(&headers))
@@ -67,10 +63,8 @@ pub async fn delete(
 pub async fn list(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryRead>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryRead])?;
     let modules = hub.list_modules(&id(path)?)?;
     Ok(json_response(StatusCode::OK, &Value::Array(modules)))
 }
@@ -79,10 +73,8 @@ pub async fn list(
 pub async fn get_twin(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<ServiceConnect>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     Ok(json_with_etag(&hub.twin(&identity(path)?)?))
 }
 
@@ -90,22 +82,22 @@ pub async fn get_twin(
 pub async fn patch_twin(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
+    _: Authorized<ServiceConnect>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = identity(path)?;
-    twins::write(&hub, target, TwinWrite::Patch, &uri, &headers, body).await
+    twins::write(&hub, target, TwinWrite::Patch, &headers, body).await
 }
 
 /// `PUT /twins/{id}/modules/{mid}`: replace tags and desired properties.
 pub async fn replace_twin(
     State(hub): State<Hub>,
     path: Ids,
-    uri: Uri,
+    _: Authorized<ServiceConnect>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = identity(path)?;
-    twins::write(&hub, target, TwinWrite::Replace, &uri, &headers, body).await
+    twins::write(&hub, target, TwinWrite::Replace, &headers, body).await
 }

@@ -153,6 +153,52 @@ pub fn if_match(headers: &HeaderMap) -> IfMatch {
     IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
 }
 
+/// What an operation needs of the caller's policy: any one of [`Needs::ANY_OF`].
+pub trait Needs: Send + Sync + 'static {
+    /// The permissions, any one of which suffices.
+    const ANY_OF: &'static [Permission];
+}
+
+/// Needs RegistryRead.
+pub struct RegistryRead;
+/// Needs RegistryWrite.
+pub struct RegistryWrite;
+/// Needs ServiceConnect.
+pub struct ServiceConnect;
+/// Needs ServiceConnect or RegistryRead (twin queries).
+pub struct QueryAccess;
+
+impl Needs for RegistryRead {
+    const ANY_OF: &'static [Permission] = &[Permission::RegistryRead];
+}
+impl Needs for RegistryWrite {
+    const ANY_OF: &'static [Permission] = &[Permission::RegistryWrite];
+}
+impl Needs for ServiceConnect {
+    const ANY_OF: &'static [Permission] = &[Permission::ServiceConnect];
+}
+impl Needs for QueryAccess {
+    const ANY_OF: &'static [Permission] = &[Permission::ServiceConnect, Permission::RegistryRead];
+}
+
+/// Proof that the request's SAS token is valid, scoped to its path and signed
+/// with a policy that grants what `N` needs. As an extractor it runs before the
+/// body is read (the body extractor comes last), so an unauthenticated client
+/// never makes the hub buffer a body; every refusal is 401 `Unauthorized`.
+pub struct Authorized<N: Needs>(std::marker::PhantomData<N>);
+
+impl<N: Needs> axum::extract::FromRequestParts<Hub> for Authorized<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        hub: &Hub,
+    ) -> Result<Self, Self::Rejection> {
+        authorize(hub, &parts.headers, &parts.uri, N::ANY_OF)?;
+        Ok(Self(std::marker::PhantomData))
+    }
+}
+
 /// Checks the `Authorization` header against the request path's scope and the
 /// permissions the operation needs (any one of `needs`).
 pub fn authorize(

@@ -1,21 +1,19 @@
 //! `/statistics`.
 
-use crate::request::{authorize, json_response};
+use crate::request::json_response;
+use crate::request::{Authorized, RegistryRead, ServiceConnect};
 use crate::ApiError;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
-use twinhub_core::policy::Permission;
 use twinhub_service::Hub;
 
 /// `GET /statistics/devices`.
 pub async fn devices(
     State(hub): State<Hub>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<RegistryRead>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::RegistryRead])?;
     let s = hub.statistics();
     Ok(json_response(
         StatusCode::OK,
@@ -26,10 +24,8 @@ pub async fn devices(
 /// `GET /statistics/service`.
 pub async fn service(
     State(hub): State<Hub>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<ServiceConnect>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     let s = hub.statistics();
     Ok(json_response(
         StatusCode::OK,

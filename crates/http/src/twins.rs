@@ -1,14 +1,14 @@
 //! `/twins` and `/devices/query`.
 
-use crate::request::{authorize, id, if_match, json_response, json_with_etag, read_json};
+use crate::request::{id, if_match, json_response, json_with_etag, read_json};
+use crate::request::{Authorized, QueryAccess, ServiceConnect};
 use crate::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
-use twinhub_core::policy::Permission;
 use twinhub_core::{ErrorCode, HubError, Identity};
 use twinhub_service::Hub;
 
@@ -16,10 +16,8 @@ use twinhub_service::Hub;
 pub async fn get(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Authorized<ServiceConnect>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers, &uri, &[Permission::ServiceConnect])?;
     Ok(json_with_etag(&hub.twin(&Identity::device(id(path)?))?))
 }
 
@@ -27,24 +25,24 @@ pub async fn get(
 pub async fn patch(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
+    _: Authorized<ServiceConnect>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = Identity::device(id(path)?);
-    write(&hub, target, TwinWrite::Patch, &uri, &headers, body).await
+    write(&hub, target, TwinWrite::Patch, &headers, body).await
 }
 
 /// `PUT /twins/{id}`: replace tags and desired properties.
 pub async fn replace(
     State(hub): State<Hub>,
     path: Result<Path<String>, PathRejection>,
-    uri: Uri,
+    _: Authorized<ServiceConnect>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = Identity::device(id(path)?);
-    write(&hub, target, TwinWrite::Replace, &uri, &headers, body).await
+    write(&hub, target, TwinWrite::Replace, &headers, body).await
 }
 
 /// Which service-side twin write.
@@ -56,17 +54,16 @@ pub(crate) enum TwinWrite {
     Replace,
 }
 
-/// A service-side write to the twin of a device or module: authorized, body
-/// read, answered with the whole twin and its etag.
+/// A service-side write to the twin of a device or module (its caller holds an
+/// [`Authorized<ServiceConnect>`]): body read, answered with the whole twin and
+/// its etag.
 pub(crate) async fn write(
     hub: &Hub,
     target: Identity,
     kind: TwinWrite,
-    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(hub, headers, uri, &[Permission::ServiceConnect])?;
     let body = read_json(body).await?;
     let condition = if_match(headers);
     let twin = match kind {
@@ -81,16 +78,10 @@ pub(crate) async fn write(
 /// make the Node SDK restart the query forever).
 pub async fn query(
     State(hub): State<Hub>,
-    uri: Uri,
+    _: Authorized<QueryAccess>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(
-        &hub,
-        &headers,
-        &uri,
-        &[Permission::ServiceConnect, Permission::RegistryRead],
-    )?;
     let body = read_json(body).await?;
     let text = body.get("query").and_then(Value::as_str).ok_or_else(|| {
         HubError::invalid("The request body must be {\"query\": \"SELECT ...\"}.")
