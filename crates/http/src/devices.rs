@@ -83,12 +83,28 @@ pub async fn bulk(
         members.insert("warnings".into(), Value::Array(Vec::new()));
         ApiError::with_members(e, members)
     })?;
-    let status = if outcome.successful {
+    let errors: Vec<Value> = outcome
+        .errors
+        .iter()
+        .map(|item| {
+            serde_json::json!({
+                "deviceId": item.device_id,
+                "errorCode": item.error.code.name(),
+                "errorStatus": item.error.message,
+                "operation": item.operation,
+            })
+        })
+        .collect();
+    let successful = outcome.successful();
+    let status = if successful {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
-    Ok(json_response(status, &outcome.body))
+    Ok(json_response(
+        status,
+        &serde_json::json!({"isSuccessful": successful, "errors": errors, "warnings": []}),
+    ))
 }
 
 /// The most identities one `POST /devices/keys/regenerate` may name (the Azure

@@ -27,13 +27,29 @@ pub struct RegistryStatistics {
     pub connected: u64,
 }
 
-/// The outcome of a bulk request.
-#[derive(Debug, Clone, PartialEq)]
+/// The outcome of a bulk request: the items that failed, in request order.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BulkOutcome {
-    /// `{"isSuccessful":..,"errors":[..],"warnings":[]}`.
-    pub body: Value,
-    /// Whether every item succeeded (HTTP 200) or not (HTTP 400).
-    pub successful: bool,
+    /// One entry per failed item.
+    pub errors: Vec<BulkError>,
+}
+
+impl BulkOutcome {
+    /// Whether every item succeeded.
+    pub fn successful(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// A bulk item that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkError {
+    /// The item's device id.
+    pub device_id: String,
+    /// The item's `importMode`, as the request spelled it.
+    pub operation: String,
+    /// Why it failed.
+    pub error: HubError,
 }
 
 /// Whether a write to an existing identity invalidates its live sessions.
@@ -215,22 +231,17 @@ impl Hub {
             }
             parsed.push(op);
         }
-        let mut errors = Vec::new();
+        let mut outcome = BulkOutcome::default();
         for op in parsed {
-            if let Err(e) = self.apply_bulk_item(&op).await {
-                errors.push(json!({
-                    "deviceId": op.id,
-                    "errorCode": e.code.name(),
-                    "errorStatus": e.message,
-                    "operation": op.mode_name,
-                }));
+            if let Err(error) = self.apply_bulk_item(&op).await {
+                outcome.errors.push(BulkError {
+                    device_id: op.id,
+                    operation: op.mode_name,
+                    error,
+                });
             }
         }
-        let successful = errors.is_empty();
-        Ok(BulkOutcome {
-            body: json!({"isSuccessful": successful, "errors": errors, "warnings": []}),
-            successful,
-        })
+        Ok(outcome)
     }
 
     async fn apply_bulk_item(&self, op: &BulkItem) -> Result<(), HubError> {
