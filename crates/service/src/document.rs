@@ -10,7 +10,7 @@
 //! is the exact-first rule; inside a section the stored properties come first, then
 //! `$metadata`, then `$version`, as they are rendered.
 
-use crate::state::{DeviceRecord, ModuleRecord};
+use crate::shard::{DeviceRecord, ModuleRecord};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use twinhub_core::twin::{Section, Twin};

@@ -17,7 +17,7 @@
 //! so only [`Hub::write`](crate::state::Hub) has to maintain them.
 
 use crate::document::TwinDocument;
-use crate::state::DeviceRecord;
+use crate::shard::DeviceRecord;
 use compact_str::CompactString;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -5,6 +5,8 @@
 //! [`HubError`](twinhub_core::HubError)s into their wire shapes.
 //!
 //! # Layout
+//! - `shard`: device records (a device with its modules: the unit of locking and
+//!   storage) and the shards that hold them, the bottom layer.
 //! - [`state`]: the working state — device records sharded by id, each shard with one
 //!   lock that orders its devices' writes — and the write path: apply a pure core
 //!   operation, queue the new record for group commit, wait until it is durable,
@@ -40,6 +42,7 @@ pub mod modules;
 pub mod query;
 pub mod registry;
 pub mod sessions;
+mod shard;
 pub mod state;
 pub mod twins;
 

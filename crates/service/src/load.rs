@@ -10,7 +10,7 @@
 //! Rows travel in batches through bounded channels, so the stored bytes in memory
 //! at once are a few batches, not the whole table.
 
-use crate::state::{shard_index, DeviceRecord, Shard};
+use crate::shard::{shard_index, DeviceRecord, Shard};
 use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver};

@@ -13,7 +13,8 @@
 //! hop becomes a row in the target node's inbox and a doorbell (scale-out design
 //! §7.4), and readiness a column of the session's row; this API stays as it is.
 
-use crate::state::{lock, Hub};
+use crate::shard::lock;
+use crate::state::Hub;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,8 @@
 //! deletes its twin and stored MQTT session and closes its connection.
 
 use crate::events::DeviceEvent;
-use crate::state::{module_not_found, Change, Effect, Hub, ModuleRecord};
+use crate::shard::{module_not_found, ModuleRecord};
+use crate::state::{Change, Effect, Hub};
 use serde_json::Value;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::module::{validate_module_id, ModuleIdentity, MAX_MODULES_PER_DEVICE};

@@ -21,7 +21,8 @@
 
 use crate::document::TwinDocument;
 use crate::index::{self, IndexKey};
-use crate::state::{lock, Hub, Shard};
+use crate::shard::{lock, shard_index, Shard};
+use crate::state::Hub;
 use compact_str::CompactString;
 use serde_json::Value;
 use std::ops::{Bound, ControlFlow};
@@ -257,7 +258,7 @@ fn scan_modules(
     }
     keys.sort_unstable();
     for (device_id, module_id) in keys {
-        let Some(shard) = shards.get(crate::state::shard_index(&device_id)) else {
+        let Some(shard) = shards.get(shard_index(&device_id)) else {
             continue;
         };
         let guard = lock(shard);

@@ -1,7 +1,8 @@
 //! The identity registry: devices with keys, status, etags and generation ids.
 
 use crate::events::DeviceEvent;
-use crate::state::{lock, Change, DeviceRecord, Effect, Hub};
+use crate::shard::{lock, DeviceRecord};
+use crate::state::{Change, Effect, Hub};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use twinhub_core::etag::IfMatch;

@@ -11,7 +11,8 @@
 //! every change is written through the committer, and the MQTT endpoint answers
 //! SUBSCRIBE only once it is durable.
 
-use crate::state::{lock, shard_index, Hub, Shard};
+use crate::shard::{lock, shard_index, Shard};
+use crate::state::Hub;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use twinhub_core::{ErrorCode, HubError};

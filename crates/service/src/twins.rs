@@ -4,7 +4,8 @@
 //! module's own identity, never to the device's.
 
 use crate::events::{DeviceEvent, DeviceWatch};
-use crate::state::{DeviceRecord, Effect, Hub};
+use crate::shard::DeviceRecord;
+use crate::state::{Effect, Hub};
 use serde_json::Value;
 use twinhub_core::etag::IfMatch;
 use twinhub_core::identity::ConnectionState;
