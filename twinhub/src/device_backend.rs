@@ -26,8 +26,8 @@ impl DeviceBackend for HubBackend {
         patch: Value,
         expected_version: Option<i64>,
     ) -> futures_util::future::BoxFuture<'static, Result<i64, HubError>> {
-        let (hub, id) = (self.0.clone(), id.clone());
-        Box::pin(async move { hub.patch_reported_for(&id, &patch, expected_version).await })
+        // Queued in the device's order here, synchronously; the future only waits.
+        Box::pin(self.0.patch_reported_for(id, &patch, expected_version))
     }
 
     fn watch(&self, id: &Identity) -> DeviceEvents {

@@ -70,6 +70,29 @@ impl Inner {
 /// Resolves once a queued write is durable (or failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), HubError>>;
 
+/// A write queued for commit in its device's order, with its value for the
+/// caller once it is durable.
+pub(crate) struct Queued<T> {
+    /// `None` for a write that stores nothing.
+    ack: Option<Ack>,
+    value: T,
+}
+
+impl<T> Queued<T> {
+    /// Waits until the write is durable and returns its value, or the storage
+    /// failure that lost it.
+    pub(crate) async fn durable(self) -> Result<T, HubError> {
+        let Some(ack) = self.ack else {
+            return Ok(self.value);
+        };
+        match ack.await {
+            Ok(Ok(())) => Ok(self.value),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(storage_failed()),
+        }
+    }
+}
+
 /// The hub: a cheap-to-clone handle to its shared state.
 #[derive(Clone)]
 pub struct Hub {
@@ -207,6 +230,18 @@ impl Hub {
         device_id: &str,
         f: impl FnOnce(&mut Option<DeviceRecord>) -> Result<Effect<T>, HubError>,
     ) -> Result<T, HubError> {
+        self.queue_write(device_id, f)?.durable().await
+    }
+
+    /// The synchronous half of [`Hub::write`]: runs `f` and queues its result
+    /// for commit before returning, so the write has its place in the device's
+    /// order when this returns, whenever the caller awaits
+    /// [`Queued::durable`].
+    pub(crate) fn queue_write<T>(
+        &self,
+        device_id: &str,
+        f: impl FnOnce(&mut Option<DeviceRecord>) -> Result<Effect<T>, HubError>,
+    ) -> Result<Queued<T>, HubError> {
         let (ack, value) = {
             self.check_writable()?;
             let mut shard = self.shard(device_id);
@@ -220,7 +255,12 @@ impl Hub {
             }
             let effect = result?;
             let mutation = match (effect.change, after) {
-                (Change::None, _) => return Ok(effect.value),
+                (Change::None, _) => {
+                    return Ok(Queued {
+                        ack: None,
+                        value: effect.value,
+                    })
+                }
                 (Change::Upsert, Some(Ok(bytes))) => Mutation::Put {
                     space: Space::Devices,
                     key: device_id.to_owned(),
@@ -276,11 +316,10 @@ impl Hub {
             });
             (rx, effect.value)
         };
-        match ack.await {
-            Ok(Ok(())) => Ok(value),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(storage_failed()),
-        }
+        Ok(Queued {
+            ack: Some(ack),
+            value,
+        })
     }
 
     fn check_writable(&self) -> Result<(), HubError> {

@@ -184,16 +184,19 @@ impl Hub {
     }
 
     /// An identity's reported-properties patch (device or module), as
-    /// [`Hub::patch_reported`].
-    pub async fn patch_reported_for(
+    /// [`Hub::patch_reported`]. The patch takes its place in the identity's write
+    /// order when this is called, not when the future is first polled: the MQTT
+    /// endpoint keeps a device's order by calling this in the order the device
+    /// sent its patches, whatever order it awaits them in.
+    pub fn patch_reported_for(
         &self,
         identity: &Identity,
         patch: &Value,
         expected_version: Option<i64>,
-    ) -> Result<i64, HubError> {
+    ) -> impl std::future::Future<Output = Result<i64, HubError>> + Send + 'static {
         let now = self.now();
         let limits = self.config().limits;
-        self.write(&identity.device_id, |slot| {
+        let queued = self.queue_write(&identity.device_id, |slot| {
             let record = slot
                 .as_mut()
                 .ok_or_else(|| HubError::device_not_found(&identity.device_id))?;
@@ -201,9 +204,13 @@ impl Hub {
             let version = twin.apply_reported_patch(patch, expected_version, now, &limits)?;
             *last_activity = Some(now);
             Ok(Effect::upsert(version, Vec::new()))
-        })
-        .await
-        .inspect(|_| self.inner.counters.reported_patch())
+        });
+        let hub = self.clone();
+        async move {
+            let version = queued?.durable().await?;
+            hub.inner.counters.reported_patch();
+            Ok(version)
+        }
     }
 
     /// Subscribes to the events of the identity whose client id is `client_id`
