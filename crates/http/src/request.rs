@@ -122,18 +122,25 @@ pub fn identity(
         .map_err(|e| HubError::invalid(format!("Invalid path: {e}")).into())
 }
 
-/// Turns the encoded slashes of a request path (`/twins%2Fdev1`, the way IoT
-/// Explorer writes paths) into path separators before routing. Only `%2F` is
-/// decoded here: ids cannot contain `/`, so an encoded one can only be a
-/// separator, while every other escape is left for the router, which decodes
-/// each segment exactly once.
+/// Turns the encoded slashes of a request path's first segment into path
+/// separators before routing: IoT Explorer writes `/twins%2Fdev1` and
+/// `/devices%2Fquery`, encoding the whole resource path as one segment. Only the
+/// first segment is touched (a collection name never holds a slash), so an id
+/// that contains an encoded slash (`/devices/a%2Fb`) stays one segment, decoded
+/// once by the router and refused as an id; every other escape is left for the
+/// router too.
 pub fn decode_encoded_slashes<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     let uri = request.uri();
     let path = uri.path();
-    if !path.contains("%2F") && !path.contains("%2f") {
+    let first_end = path
+        .get(1..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(path.len(), |i| i + 1);
+    let (first, rest) = path.split_at(first_end);
+    if !first.contains("%2F") && !first.contains("%2f") {
         return request;
     }
-    let decoded = path.replace("%2F", "/").replace("%2f", "/");
+    let decoded = format!("{}{rest}", first.replace("%2F", "/").replace("%2f", "/"));
     let rebuilt = match uri.query() {
         Some(q) => format!("{decoded}?{q}"),
         None => decoded,

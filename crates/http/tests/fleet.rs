@@ -348,6 +348,21 @@ async fn encoded_slashes_in_paths_are_separators() {
         .await;
     assert_eq!(status, StatusCode::OK, "{rows}");
     assert_eq!(rows, json!([{"deviceId": "dev+1"}]));
+    // An encoded slash inside an id is not a separator: the id is refused.
+    let (status, _, body) = f.owner("PUT", "/devices/a%2Fb", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // The whole resource path as one segment, as IoT Explorer writes it.
+    let (status, _, twin) = f
+        .owner("GET", "/twins%2Fdev%2B1%2Fmodules%2Fnone", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{twin}");
+    assert!(
+        twin["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ErrorCode:ModuleNotFound;"),
+        "{twin}"
+    );
     // A literal "%25" stays a percent sign in the id: decoded once, not twice.
     let (status, _, odd) = f.owner("PUT", "/devices/a%252Fb", Some(json!({}))).await;
     assert_eq!(status, StatusCode::OK, "{odd}");
