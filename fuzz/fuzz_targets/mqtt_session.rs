@@ -454,6 +454,10 @@ impl Harness {
                     must_close = true;
                 }
                 match DeviceTopic::parse(&p.topic) {
+                    // A method answer whose status is not a number is dropped,
+                    // not a reason to close (fleet spec §1.3).
+                    Err(twinhub_core::topic::TopicError::BadStatus)
+                        if p.topic.starts_with(twinhub_core::topic::METHODS_RES) => {}
                     Err(_) => must_close = true,
                     Ok(DeviceTopic::Telemetry {
                         device_id,
