@@ -249,23 +249,32 @@ impl Hub {
             let filed = shard.indexes.keys(slot.as_ref());
             let result = f(&mut slot);
             shard.indexes.update(device_id, filed, slot.as_ref());
-            let after = slot.as_ref().map(serde_json::to_vec);
+            // Encoded only for a write that succeeded and stores something.
+            let mutation = match &result {
+                Ok(Effect {
+                    change: Change::Upsert,
+                    ..
+                }) => slot.as_ref().map(|record| {
+                    serde_json::to_vec(record).map(|value| Mutation::Put {
+                        space: Space::Devices,
+                        key: device_id.to_owned(),
+                        value,
+                    })
+                }),
+                _ => None,
+            };
             if let Some(record) = slot {
                 shard.devices.insert(device_id.into(), record);
             }
             let effect = result?;
-            let mutation = match (effect.change, after) {
+            let mutation = match (effect.change, mutation) {
                 (Change::None, _) => {
                     return Ok(Queued {
                         ack: None,
                         value: effect.value,
                     })
                 }
-                (Change::Upsert, Some(Ok(bytes))) => Mutation::Put {
-                    space: Space::Devices,
-                    key: device_id.to_owned(),
-                    value: bytes,
-                },
+                (Change::Upsert, Some(Ok(put))) => put,
                 (Change::Upsert, Some(Err(e))) => {
                     return Err(HubError::new(
                         ErrorCode::ServerError,
